@@ -1,0 +1,3 @@
+"""Kempelen: an open micropayment protocol for human data labeling."""
+
+__version__ = "0.1.0"

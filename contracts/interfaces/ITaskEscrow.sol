@@ -1,0 +1,191 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+/// @title Kempelen task escrow: requesters fund batches of labeling tasks, workers are
+/// paid per approved answer, relays submit workers' EIP-712 signed answers for a fee.
+/// @notice Money invariant, per token (address(0) = native ETH):
+///   token balance of the escrow ==
+///       sum over batches of (funds + pending * reward)   // locked in batches
+///     + sum over accounts of balanceOf(token, account)    // owed to workers, relays
+///   plus any surplus nobody is owed (ETH forced in, tokens sent directly).
+/// `totalOwed(token)` tracks the right-hand side; no wei moves without an event, and every
+/// payment event names the answer (batchId, worker, taskIndex) it pays for.
+///
+/// An answer is identified by (batchId, worker, taskIndex): one answer per worker per task.
+/// Review window: an answer may be approved or rejected by the requester until its review
+/// deadline, and released (auto-approved) by anyone after it. The review deadline is the
+/// worker's latest submission time within the same group of 96 tasks of the batch plus the
+/// batch's review window (answers share one storage word per group to keep submission cheap;
+/// a worker's later answer can therefore only delay, never shorten, an earlier answer's review).
+interface ITaskEscrow {
+    enum AnswerStatus {
+        None,
+        Pending, // submitted, reward held in the batch until review or release
+        Paid, // approved or released: reward credited to the worker
+        Rejected // reward returned to the batch's funds, slot reopened
+    }
+
+    /// Why `submitAnswers` skipped an answer instead of accepting it.
+    enum SkipReason {
+        UnknownBatch,
+        PastDeadline,
+        TaskOutOfRange,
+        BadSignature,
+        WorkerBlocked,
+        ReputationTooLow,
+        AlreadyAnswered,
+        TaskFull,
+        InsufficientFunds
+    }
+
+    /// Terms a requester fixes when funding a batch.
+    struct BatchTerms {
+        address token; // ERC-20 paid in, or address(0) for native ETH
+        uint32 taskCount;
+        uint8 answersPerTask; // redundancy: answers accepted per task
+        uint128 reward; // paid per approved or released answer
+        uint128 relayFee; // paid per accepted answer to whoever submitted it
+        uint40 deadline; // last timestamp at which answers are accepted
+        uint32 reviewWindow; // seconds the requester has to review an answer
+        uint32 minReputation; // paid answers a worker needs (IReputation.meets)
+        bytes32 goldCommitment; // keccak256(abi.encodePacked(goldCid, salt)), or 0 for none
+        bytes manifestCid; // binary CID of the batch manifest (task payload CIDs, instructions)
+    }
+
+    /// A batch as stored. deposit == taskCount * answersPerTask * (reward + relayFee) at creation.
+    struct Batch {
+        address requester;
+        uint40 deadline;
+        uint32 reviewWindow;
+        uint8 answersPerTask;
+        address token;
+        uint32 taskCount;
+        uint32 minReputation;
+        uint128 reward;
+        uint128 relayFee;
+        uint128 funds; // unallocated: pays future answers, reclaimable after the deadline
+        uint64 pending; // answers awaiting review; pending * reward is held for them
+        bytes32 goldCommitment;
+    }
+
+    /// What a worker signs (EIP-712, domain name "Kempelen", version "1", this chain, this escrow):
+    /// Answer(uint64 batchId,uint32 taskIndex,bytes32 answerDigest,address worker)
+    /// answerDigest is the sha2-256 digest of the answer payload: the answer's CID is
+    /// CIDv1 raw (0x01 0x55 0x12 0x20 || answerDigest), payloads being at most one 256 KiB block.
+    struct Answer {
+        uint64 batchId;
+        uint32 taskIndex;
+        bytes32 answerDigest;
+        address worker;
+    }
+
+    /// Names one answer of a batch in review calls.
+    struct AnswerRef {
+        address worker;
+        uint32 taskIndex;
+    }
+
+    event BatchCreated(
+        uint64 indexed batchId,
+        address indexed requester,
+        address indexed token,
+        uint32 taskCount,
+        uint8 answersPerTask,
+        uint128 reward,
+        uint128 relayFee,
+        uint40 deadline,
+        uint32 reviewWindow,
+        uint32 minReputation,
+        bytes32 goldCommitment,
+        uint256 deposit,
+        bytes manifestCid
+    );
+    /// Pays batch.relayFee to `relayer` and holds batch.reward for the answer.
+    event AnswerSubmitted(
+        uint64 indexed batchId, address indexed worker, address indexed relayer, uint32 taskIndex, bytes32 answerDigest
+    );
+    event AnswerSkipped(uint64 indexed batchId, address indexed worker, uint32 taskIndex, SkipReason reason);
+    /// Credits batch.reward to the worker.
+    event AnswerApproved(uint64 indexed batchId, address indexed worker, uint32 taskIndex);
+    /// Returns batch.reward to the batch's funds.
+    event AnswerRejected(uint64 indexed batchId, address indexed worker, uint32 taskIndex, bytes reasonCid);
+    /// Credits batch.reward to the worker after the review deadline passed unreviewed.
+    event AnswerReleased(uint64 indexed batchId, address indexed worker, uint32 taskIndex);
+    event BonusPaid(uint64 indexed batchId, address indexed worker, uint256 amount, bytes reasonCid);
+    event BatchExtended(uint64 indexed batchId, uint40 deadline, uint8 answersPerTask, uint256 topUp);
+    event BatchReclaimed(uint64 indexed batchId, address indexed requester, uint256 amount);
+    event GoldRevealed(uint64 indexed batchId, bytes goldCid, bytes32 salt);
+    event WorkerBlocked(address indexed requester, address indexed worker, bytes reasonCid);
+    event WorkerUnblocked(address indexed requester, address indexed worker);
+    event Withdrawn(address indexed account, address indexed token, uint256 amount);
+
+    error EscrowUnknownBatch(uint64 batchId);
+    error EscrowNotRequester(uint64 batchId, address caller);
+    error EscrowInvalidTerms(string field);
+    error EscrowWrongDeposit(uint256 expected, uint256 received);
+    error EscrowUnexpectedValue(uint256 value);
+    error EscrowFeeOnTransferToken(address token, uint256 expected, uint256 received);
+    error EscrowLengthMismatch(uint256 answers, uint256 signatures);
+    error EscrowAnswerNotPending(uint64 batchId, address worker, uint32 taskIndex, AnswerStatus status);
+    error EscrowReviewWindowClosed(uint64 batchId, address worker, uint32 taskIndex, uint64 reviewDeadline);
+    error EscrowReviewWindowOpen(uint64 batchId, address worker, uint32 taskIndex, uint64 reviewDeadline);
+    error EscrowEmptyReason();
+    error EscrowDeadlineNotPassed(uint64 batchId, uint40 deadline);
+    error EscrowReviewsPending(uint64 batchId, uint64 pending);
+    error EscrowNothingToReclaim(uint64 batchId);
+    error EscrowNothingToWithdraw(address account, address token);
+    error EscrowInvalidExtension(uint64 batchId);
+    error EscrowGoldMismatch(uint64 batchId);
+    error EscrowSignatureExpired(uint256 deadline);
+    error EscrowInvalidSigner(address account, address recovered);
+
+    /// Funds a batch: deposit = taskCount * answersPerTask * (reward + relayFee), sent as
+    /// msg.value for ETH or pulled with transferFrom for an ERC-20 (fee-on-transfer tokens revert).
+    function createBatch(BatchTerms calldata terms) external payable returns (uint64 batchId);
+    /// As createBatch, with an EIP-2612 permit so one transaction approves and deposits.
+    function createBatchWithPermit(BatchTerms calldata terms, uint256 permitDeadline, uint8 v, bytes32 r, bytes32 s)
+        external
+        returns (uint64 batchId);
+    /// Anyone relays workers' signed answers (65-byte or 64-byte EIP-2098 signatures).
+    /// Invalid answers are skipped with AnswerSkipped; the rest are accepted. Returns accepted count.
+    function submitAnswers(Answer[] calldata answers, bytes[] calldata signatures) external returns (uint256 accepted);
+    /// Requester approves pending answers inside their review window; rewards credit the workers.
+    function approve(uint64 batchId, AnswerRef[] calldata answers) external;
+    /// Requester rejects pending answers inside their review window, with a reason (binary CID).
+    function reject(uint64 batchId, AnswerRef[] calldata answers, bytes calldata reasonCid) external;
+    /// Anyone releases pending answers whose review deadline passed: auto-approval.
+    function release(uint64 batchId, AnswerRef[] calldata answers) external;
+    /// Requester pays a worker a bonus in the batch's token from its own wallet.
+    function bonus(uint64 batchId, address worker, uint256 amount, bytes calldata reasonCid) external payable;
+    /// Requester extends a batch: a later (or equal) deadline, more (or equal) answers per task, a top-up.
+    function extend(uint64 batchId, uint40 deadline, uint8 answersPerTask, uint256 topUp) external payable;
+    /// Requester takes back unallocated funds after the deadline, once no answer awaits review.
+    function reclaim(uint64 batchId) external returns (uint256 amount);
+    /// Requester reveals the gold answers committed to at creation.
+    function revealGold(uint64 batchId, bytes calldata goldCid, bytes32 salt) external;
+    /// msg.sender (a requester) refuses further answers from `worker` in all its batches.
+    function blockWorker(address worker, bytes calldata reasonCid) external;
+    function unblockWorker(address worker) external;
+    /// Pays msg.sender its whole balance in `token`.
+    function withdraw(address token) external returns (uint256 amount);
+    /// Pays `account` its whole balance; anyone submits the account's EIP-712 signature of
+    /// Withdrawal(address account,address token,uint256 nonce,uint256 deadline): gasless for workers.
+    function withdrawFor(address account, address token, uint256 deadline, bytes calldata signature)
+        external
+        returns (uint256 amount);
+
+    function batch(uint64 batchId) external view returns (Batch memory);
+    function batchCount() external view returns (uint64);
+    function answerStatus(uint64 batchId, address worker, uint32 taskIndex)
+        external
+        view
+        returns (AnswerStatus status, uint64 reviewDeadline);
+    function taskAnswerCount(uint64 batchId, uint32 taskIndex) external view returns (uint8);
+    function balanceOf(address token, address account) external view returns (uint256);
+    /// Everything the escrow owes in `token`: locked in batches plus account balances.
+    function totalOwed(address token) external view returns (uint256);
+    function isBlocked(address requester, address worker) external view returns (bool);
+    /// The EIP-712 digest a worker signs for `answer`.
+    function answerHash(Answer calldata answer) external view returns (bytes32);
+    function reputation() external view returns (address);
+}
