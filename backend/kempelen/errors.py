@@ -3,3 +3,7 @@
 
 class KempelenError(Exception):
     """Root of every error Kempelen raises on purpose; the CLI prints its message."""
+
+
+class InvalidCID(KempelenError, ValueError):
+    """A CID that is malformed, or outside what Kempelen uses (sha2-256; raw or dag-pb)."""
