@@ -13,11 +13,13 @@ export SOLCX_BINARY_PATH := $(CURDIR)/build/solc
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
+TEST_NETWORK := kempelen-test
+TEST_CHAIN_PORT := 18545
 SOLC_SHIM := build/solc/solc-v$(SOLC_VERSION)
 CONTRACTS := $(shell find contracts -name '*.sol' 2>/dev/null)
 ARTIFACTS_STAMP := backend/kempelen/chain/artifacts/.stamp
 
-.PHONY: help bootstrap compile test test-contracts test-backend demo deploy \
+.PHONY: help bootstrap brownie-networks compile test test-contracts test-backend demo deploy \
         bench-gas bench-ipfs bench-relay bench-index bench-audit clean
 
 help:
@@ -25,7 +27,7 @@ help:
 	@echo "make test    bootstrap, then run every test (contracts on anvil, then the package)"
 	@echo "make bench-gas | bench-ipfs | bench-relay | bench-index | bench-audit"
 
-bootstrap: $(VENV)/.stamp $(BROWNIE_VENV)/.stamp node_modules/.stamp $(SOLC_SHIM)
+bootstrap: $(VENV)/.stamp $(BROWNIE_VENV)/.stamp node_modules/.stamp $(SOLC_SHIM) brownie-networks
 
 # The runtime package and its tests: modern web3.py, hypothesis, schemathesis.
 $(VENV)/.stamp: pyproject.toml
@@ -42,6 +44,14 @@ $(BROWNIE_VENV)/.stamp: pyproject.toml
 	$(BROWNIE_VENV)/bin/pip install -q eth-brownie==1.22.2 coincurve
 	$(BROWNIE_VENV)/bin/pip install -q --no-deps -e .
 	touch $@
+
+# brownie 1.22.2 rejects anvil flags (cmd_settings) in a project config, so the test chain is
+# registered as a network of its own: 127.0.0.1:$(TEST_CHAIN_PORT), cancun, pruned history.
+brownie-networks: $(BROWNIE_VENV)/.stamp
+	@grep -q 'id: $(TEST_NETWORK)$$' $(HOME)/.brownie/network-config.yaml 2>/dev/null || \
+	  $(BROWNIE) networks add Development $(TEST_NETWORK) cmd="anvil --prune-history" \
+	    host=http://127.0.0.1 port=$(TEST_CHAIN_PORT) evm_version=cancun accounts=10 \
+	    chain_id=31337 base_fee=0 gas_limit=30000000 >/dev/null
 
 node_modules/.stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -65,7 +75,7 @@ compile: $(ARTIFACTS_STAMP)
 test: test-contracts test-backend
 
 test-contracts: compile
-	$(BROWNIE) test tests/contracts
+	$(BROWNIE) test tests/contracts --network $(TEST_NETWORK)
 
 test-backend: compile
 	$(PY) -m pytest
@@ -74,10 +84,10 @@ demo: compile
 	$(PY) scripts/demo.py
 
 deploy: compile
-	$(BROWNIE) run scripts/deploy.py --network $(or $(NETWORK),development)
+	$(BROWNIE) run scripts/deploy.py --network $(or $(NETWORK),$(TEST_NETWORK))
 
 bench-gas: compile
-	$(BROWNIE) run scripts/bench_gas.py
+	$(BROWNIE) run scripts/bench_gas.py --network $(TEST_NETWORK)
 
 bench-ipfs: bootstrap
 	$(PY) -m kempelen.ipfs.bench

@@ -1,0 +1,1 @@
+"""Typed web3.py access to the Kempelen contracts: artifacts, local chain, deployment, transactions."""
