@@ -1,0 +1,593 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.30;
+
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {IERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Permit.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {Address} from "@openzeppelin/contracts/utils/Address.sol";
+import {Nonces} from "@openzeppelin/contracts/utils/Nonces.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {IReputation} from "./interfaces/IReputation.sol";
+import {ITaskEscrow} from "./interfaces/ITaskEscrow.sol";
+
+/// @title Escrow of labeling batches: deposits, relayed signed answers, review, pull payments.
+/// @dev Answer state is packed: one word per (batch, worker, group of 96 tasks) holds 2 status
+/// bits per task in its low 192 bits and the worker's latest submission time in that group in
+/// its top 64 bits, so an answer costs a fresh slot only once per worker and group. Per-task
+/// answer counts are uint8s packed 32 to a word. Documented in ITaskEscrow.
+contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyGuardTransient {
+    using SafeERC20 for IERC20;
+
+    bytes32 private constant ANSWER_TYPEHASH =
+        keccak256("Answer(uint64 batchId,uint32 taskIndex,bytes32 answerDigest,address worker)");
+    bytes32 private constant WITHDRAWAL_TYPEHASH =
+        keccak256("Withdrawal(address account,address token,uint256 nonce,uint256 deadline)");
+
+    uint256 private constant TASKS_PER_WORD = 96; // 2 status bits each, below the timestamp
+    uint256 private constant COUNTS_PER_WORD = 32; // uint8 answer counts
+    uint256 private constant TIMESTAMP_SHIFT = 192;
+    uint256 private constant STATUS_MASK = 3;
+    uint256 private constant PENDING = 1; // uint256(AnswerStatus.Pending)
+    uint256 private constant PAID = 2;
+    uint256 private constant REJECTED = 3;
+
+    IReputation private immutable _reputation;
+
+    uint64 private _batchCount;
+    mapping(uint64 batchId => Batch) private _batches;
+    /// key: batchId << 192 | (taskIndex / 96) << 160 | worker (see _answerKey)
+    mapping(uint256 key => uint256) private _answerWords;
+    /// key: batchId << 32 | taskIndex / 32
+    mapping(uint256 key => uint256) private _answerCounts;
+    mapping(address token => mapping(address account => uint256)) private _balances;
+    /// Sum of funds + pending * reward over the token's batches plus its account balances.
+    mapping(address token => uint256) private _totalOwed;
+    mapping(address requester => mapping(address worker => bool)) private _blocked;
+
+    /// The batch being submitted to, cached across a run of answers of the same batch.
+    struct SubmitRun {
+        uint256 batchId;
+        address requester; // address(0): unknown batch
+        address token;
+        uint256 deadline;
+        uint256 taskCount;
+        uint256 answersPerTask;
+        uint256 minReputation;
+        uint256 reward;
+        uint256 relayFee;
+        uint256 funds;
+        uint256 pending;
+        uint256 accepted;
+    }
+
+    /// Review of one batch's answers: the answer word being updated (written back when the key
+    /// changes) and the run of consecutive answers of one worker (credited together).
+    struct ReviewRun {
+        uint256 batchId;
+        address requester;
+        address token;
+        uint256 reward;
+        uint256 reviewWindow;
+        IReputation.Outcome outcome;
+        uint256 flip; // PENDING ^ new status
+        uint256 key;
+        uint256 word;
+        address worker;
+        uint256 count;
+    }
+
+    constructor(IReputation reputation_) {
+        _reputation = reputation_;
+    }
+
+    // ---------------------------------------------------------------- batches
+
+    function createBatch(BatchTerms calldata terms) external payable nonReentrant returns (uint64) {
+        return _createBatch(terms, msg.value);
+    }
+
+    function createBatchWithPermit(BatchTerms calldata terms, uint256 permitDeadline, uint8 v, bytes32 r, bytes32 s)
+        external
+        nonReentrant
+        returns (uint64)
+    {
+        if (terms.token == address(0)) revert EscrowInvalidTerms("token");
+        // A permit front-run from the mempool is already spent: the allowance is what matters.
+        try IERC20Permit(terms.token).permit(msg.sender, address(this), _deposit(terms), permitDeadline, v, r, s) {}
+            catch {}
+        return _createBatch(terms, 0);
+    }
+
+    function extend(uint64 batchId, uint40 deadline, uint8 answersPerTask, uint256 topUp)
+        external
+        payable
+        nonReentrant
+    {
+        Batch storage b = _requesterBatch(batchId);
+        if (deadline < b.deadline || answersPerTask < b.answersPerTask) revert EscrowInvalidExtension(batchId);
+        uint256 funds = b.funds + topUp;
+        if (funds > type(uint128).max) revert EscrowInvalidExtension(batchId);
+        b.deadline = deadline;
+        b.answersPerTask = answersPerTask;
+        b.funds = uint128(funds);
+        _deposit(b.token, topUp, msg.value);
+        emit BatchExtended(batchId, deadline, answersPerTask, topUp);
+    }
+
+    function reclaim(uint64 batchId) external nonReentrant returns (uint256 amount) {
+        Batch storage b = _requesterBatch(batchId);
+        if (block.timestamp <= b.deadline) revert EscrowDeadlineNotPassed(batchId, b.deadline);
+        if (b.pending != 0) revert EscrowReviewsPending(batchId, b.pending);
+        amount = b.funds;
+        if (amount == 0) revert EscrowNothingToReclaim(batchId);
+        b.funds = 0;
+        address token = b.token;
+        _totalOwed[token] -= amount;
+        _pay(token, msg.sender, amount);
+        emit BatchReclaimed(batchId, msg.sender, amount);
+    }
+
+    function revealGold(uint64 batchId, bytes calldata goldCid, bytes32 salt) external {
+        Batch storage b = _requesterBatch(batchId);
+        bytes32 commitment = b.goldCommitment;
+        if (commitment == 0 || keccak256(abi.encodePacked(goldCid, salt)) != commitment) {
+            revert EscrowGoldMismatch(batchId);
+        }
+        emit GoldRevealed(batchId, goldCid, salt);
+    }
+
+    function bonus(uint64 batchId, address worker, uint256 amount, bytes calldata reasonCid)
+        external
+        payable
+        nonReentrant
+    {
+        Batch storage b = _requesterBatch(batchId);
+        if (worker == address(0)) revert EscrowInvalidTerms("worker");
+        if (amount == 0) revert EscrowInvalidTerms("amount");
+        address token = b.token;
+        _deposit(token, amount, msg.value);
+        _balances[token][worker] += amount;
+        emit BonusPaid(batchId, worker, amount, reasonCid);
+    }
+
+    // ---------------------------------------------------------------- answers
+
+    function submitAnswers(Answer[] calldata answers, bytes[] calldata signatures)
+        external
+        nonReentrant
+        returns (uint256 accepted)
+    {
+        if (answers.length != signatures.length) revert EscrowLengthMismatch(answers.length, signatures.length);
+        SubmitRun memory run;
+        for (uint256 i; i < answers.length;) {
+            Answer calldata answer = answers[i];
+            uint64 batchId = answer.batchId;
+            if (batchId != run.batchId) {
+                accepted += _closeRun(run);
+                _openRun(run, batchId);
+            }
+            (bool ok, SkipReason reason) = _accept(run, answer, signatures[i]);
+            if (ok) {
+                emit AnswerSubmitted(batchId, answer.worker, msg.sender, answer.taskIndex, answer.answerDigest);
+            } else {
+                emit AnswerSkipped(batchId, answer.worker, answer.taskIndex, reason);
+            }
+            unchecked {
+                ++i;
+            }
+        }
+        accepted += _closeRun(run);
+    }
+
+    function approve(uint64 batchId, AnswerRef[] calldata answers) external nonReentrant {
+        _review(batchId, answers, IReputation.Outcome.Approved, "");
+    }
+
+    function reject(uint64 batchId, AnswerRef[] calldata answers, bytes calldata reasonCid) external nonReentrant {
+        if (reasonCid.length == 0) revert EscrowEmptyReason();
+        _review(batchId, answers, IReputation.Outcome.Rejected, reasonCid);
+    }
+
+    function release(uint64 batchId, AnswerRef[] calldata answers) external nonReentrant {
+        _review(batchId, answers, IReputation.Outcome.Released, "");
+    }
+
+    // ---------------------------------------------------------------- workers
+
+    function blockWorker(address worker, bytes calldata reasonCid) external {
+        _blocked[msg.sender][worker] = true;
+        emit WorkerBlocked(msg.sender, worker, reasonCid);
+    }
+
+    function unblockWorker(address worker) external {
+        _blocked[msg.sender][worker] = false;
+        emit WorkerUnblocked(msg.sender, worker);
+    }
+
+    function withdraw(address token) external nonReentrant returns (uint256) {
+        return _withdraw(msg.sender, token);
+    }
+
+    function withdrawFor(address account, address token, uint256 deadline, bytes calldata signature)
+        external
+        nonReentrant
+        returns (uint256)
+    {
+        if (block.timestamp > deadline) revert EscrowSignatureExpired(deadline);
+        bytes32 digest = _hashTypedDataV4(
+            keccak256(abi.encode(WITHDRAWAL_TYPEHASH, account, token, _useNonce(account), deadline))
+        );
+        address recovered = _recover(digest, signature);
+        if (recovered != account) revert EscrowInvalidSigner(account, recovered);
+        return _withdraw(account, token);
+    }
+
+    // ---------------------------------------------------------------- views
+
+    function batch(uint64 batchId) external view returns (Batch memory) {
+        return _batches[batchId];
+    }
+
+    function batchCount() external view returns (uint64) {
+        return _batchCount;
+    }
+
+    function answerStatus(uint64 batchId, address worker, uint32 taskIndex)
+        external
+        view
+        returns (AnswerStatus status, uint64 reviewDeadline)
+    {
+        uint256 word = _answerWords[_answerKey(batchId, worker, taskIndex)];
+        status = AnswerStatus((word >> _statusShift(taskIndex)) & STATUS_MASK);
+        if (status != AnswerStatus.None) {
+            reviewDeadline = uint64(word >> TIMESTAMP_SHIFT) + _batches[batchId].reviewWindow;
+        }
+    }
+
+    function taskAnswerCount(uint64 batchId, uint32 taskIndex) external view returns (uint8) {
+        return uint8(_answerCounts[_countKey(batchId, taskIndex)] >> _countShift(taskIndex));
+    }
+
+    function balanceOf(address token, address account) external view returns (uint256) {
+        return _balances[token][account];
+    }
+
+    function totalOwed(address token) external view returns (uint256) {
+        return _totalOwed[token];
+    }
+
+    function isBlocked(address requester, address worker) external view returns (bool) {
+        return _blocked[requester][worker];
+    }
+
+    function answerHash(Answer calldata answer) external view returns (bytes32) {
+        return _hashTypedDataV4(_answerStructHash(answer.batchId, answer.taskIndex, answer.answerDigest, answer.worker));
+    }
+
+    function reputation() external view returns (address) {
+        return address(_reputation);
+    }
+
+    // ---------------------------------------------------------------- internals: batches
+
+    function _createBatch(BatchTerms calldata terms, uint256 value) private returns (uint64 batchId) {
+        if (terms.taskCount == 0) revert EscrowInvalidTerms("taskCount");
+        if (terms.answersPerTask == 0) revert EscrowInvalidTerms("answersPerTask");
+        if (terms.reward == 0) revert EscrowInvalidTerms("reward");
+        if (terms.deadline <= block.timestamp) revert EscrowInvalidTerms("deadline");
+        if (terms.reviewWindow == 0) revert EscrowInvalidTerms("reviewWindow");
+        if (terms.manifestCid.length == 0) revert EscrowInvalidTerms("manifestCid");
+        uint256 deposit = _deposit(terms);
+        if (deposit > type(uint128).max) revert EscrowInvalidTerms("deposit");
+
+        batchId = ++_batchCount;
+        _batches[batchId] = Batch({
+            requester: msg.sender,
+            deadline: terms.deadline,
+            reviewWindow: terms.reviewWindow,
+            answersPerTask: terms.answersPerTask,
+            token: terms.token,
+            taskCount: terms.taskCount,
+            minReputation: terms.minReputation,
+            reward: terms.reward,
+            relayFee: terms.relayFee,
+            funds: uint128(deposit),
+            pending: 0,
+            goldCommitment: terms.goldCommitment
+        });
+        _deposit(terms.token, deposit, value);
+        _emitBatchCreated(batchId, terms, deposit);
+    }
+
+    function _emitBatchCreated(uint64 batchId, BatchTerms calldata terms, uint256 deposit) private {
+        emit BatchCreated(
+            batchId,
+            msg.sender,
+            terms.token,
+            terms.taskCount,
+            terms.answersPerTask,
+            terms.reward,
+            terms.relayFee,
+            terms.deadline,
+            terms.reviewWindow,
+            terms.minReputation,
+            terms.goldCommitment,
+            deposit,
+            terms.manifestCid
+        );
+    }
+
+    function _deposit(BatchTerms calldata terms) private pure returns (uint256) {
+        return uint256(terms.taskCount) * terms.answersPerTask * (uint256(terms.reward) + terms.relayFee);
+    }
+
+    /// Takes `amount` of `token` from msg.sender (ETH: exactly msg.value) and owes it.
+    function _deposit(address token, uint256 amount, uint256 value) private {
+        if (token == address(0)) {
+            if (value != amount) revert EscrowWrongDeposit(amount, value);
+        } else {
+            if (value != 0) revert EscrowUnexpectedValue(value);
+            if (amount != 0) {
+                uint256 before = IERC20(token).balanceOf(address(this));
+                IERC20(token).safeTransferFrom(msg.sender, address(this), amount);
+                uint256 received = IERC20(token).balanceOf(address(this)) - before;
+                if (received != amount) revert EscrowFeeOnTransferToken(token, amount, received);
+            }
+        }
+        _totalOwed[token] += amount;
+    }
+
+    function _requesterBatch(uint64 batchId) private view returns (Batch storage b) {
+        b = _batches[batchId];
+        address requester = b.requester;
+        if (requester == address(0)) revert EscrowUnknownBatch(batchId);
+        if (requester != msg.sender) revert EscrowNotRequester(batchId, msg.sender);
+    }
+
+    // ---------------------------------------------------------------- internals: submission
+
+    function _openRun(SubmitRun memory run, uint64 batchId) private view {
+        Batch storage b = _batches[batchId];
+        run.batchId = batchId;
+        run.requester = b.requester;
+        run.deadline = b.deadline;
+        run.answersPerTask = b.answersPerTask;
+        run.token = b.token;
+        run.taskCount = b.taskCount;
+        run.minReputation = b.minReputation;
+        run.reward = b.reward;
+        run.relayFee = b.relayFee;
+        run.funds = b.funds;
+        run.pending = b.pending;
+        run.accepted = 0;
+    }
+
+    /// Writes back the run's batch funds and pending count and pays the relay its fees.
+    function _closeRun(SubmitRun memory run) private returns (uint256 accepted) {
+        accepted = run.accepted;
+        if (accepted == 0) return 0;
+        Batch storage b = _batches[uint64(run.batchId)];
+        b.funds = uint128(run.funds);
+        b.pending = uint64(run.pending);
+        uint256 fees = accepted * run.relayFee;
+        if (fees != 0) _balances[run.token][msg.sender] += fees;
+    }
+
+    /// Accepts one answer into the run, or returns why not.
+    function _accept(SubmitRun memory run, Answer calldata answer, bytes calldata signature)
+        private
+        returns (bool ok, SkipReason reason)
+    {
+        if (run.requester == address(0)) return (false, SkipReason.UnknownBatch);
+        if (block.timestamp > run.deadline) return (false, SkipReason.PastDeadline);
+        uint256 taskIndex = answer.taskIndex;
+        if (taskIndex >= run.taskCount) return (false, SkipReason.TaskOutOfRange);
+        uint256 cost = run.reward + run.relayFee;
+        if (run.funds < cost) return (false, SkipReason.InsufficientFunds);
+
+        address worker = answer.worker;
+        uint256 answerKey = _answerKey(run.batchId, worker, taskIndex);
+        uint256 word = _answerWords[answerKey];
+        uint256 statusShift = _statusShift(taskIndex);
+        if ((word >> statusShift) & STATUS_MASK != 0) return (false, SkipReason.AlreadyAnswered);
+        uint256 countKey = _countKey(run.batchId, taskIndex);
+        uint256 counts = _answerCounts[countKey];
+        uint256 countShift = _countShift(taskIndex);
+        if ((counts >> countShift) & 0xff >= run.answersPerTask) return (false, SkipReason.TaskFull);
+
+        (ok, reason) = _checkWorker(run, answer, signature);
+        if (!ok) return (false, reason);
+
+        _answerWords[answerKey] =
+            (word & ~(type(uint256).max << TIMESTAMP_SHIFT)) | (block.timestamp << TIMESTAMP_SHIFT)
+                | (PENDING << statusShift);
+        _answerCounts[countKey] = counts + (1 << countShift);
+        unchecked {
+            run.funds -= cost;
+            run.pending += 1;
+            run.accepted += 1;
+        }
+        return (true, reason);
+    }
+
+    /// The worker signed the answer, is not blocked by the requester and has the reputation.
+    function _checkWorker(SubmitRun memory run, Answer calldata answer, bytes calldata signature)
+        private
+        view
+        returns (bool ok, SkipReason reason)
+    {
+        address worker = answer.worker;
+        bytes32 digest =
+            _hashTypedDataV4(_answerStructHash(run.batchId, answer.taskIndex, answer.answerDigest, worker));
+        address signer = _recover(digest, signature);
+        if (signer != worker || signer == address(0)) return (false, SkipReason.BadSignature);
+        if (_blocked[run.requester][worker]) return (false, SkipReason.WorkerBlocked);
+        if (run.minReputation != 0 && !_reputation.meets(worker, uint32(run.minReputation))) {
+            return (false, SkipReason.ReputationTooLow);
+        }
+        return (true, reason);
+    }
+
+    function _answerStructHash(uint256 batchId, uint256 taskIndex, bytes32 answerDigest, address worker)
+        private
+        pure
+        returns (bytes32 structHash)
+    {
+        // keccak256(abi.encode(ANSWER_TYPEHASH, batchId, taskIndex, answerDigest, worker)) without
+        // allocating: a relay submits hundreds of answers per transaction.
+        bytes32 typeHash = ANSWER_TYPEHASH;
+        assembly ("memory-safe") {
+            let m := mload(0x40)
+            mstore(m, typeHash)
+            mstore(add(m, 0x20), batchId)
+            mstore(add(m, 0x40), taskIndex)
+            mstore(add(m, 0x60), answerDigest)
+            mstore(add(m, 0x80), worker)
+            structHash := keccak256(m, 0xa0)
+        }
+    }
+
+    /// Signer of a 65-byte or 64-byte (EIP-2098) signature; address(0) if invalid.
+    function _recover(bytes32 digest, bytes calldata signature) private pure returns (address signer) {
+        if (signature.length == 65) {
+            (signer,,) = ECDSA.tryRecoverCalldata(digest, signature);
+        } else if (signature.length == 64) {
+            bytes32 r;
+            bytes32 vs;
+            assembly ("memory-safe") {
+                r := calldataload(signature.offset)
+                vs := calldataload(add(signature.offset, 0x20))
+            }
+            (signer,,) = ECDSA.tryRecover(digest, r, vs);
+        }
+    }
+
+    // ---------------------------------------------------------------- internals: review
+
+    /// Settles pending answers of one batch: approve, reject or release. Consecutive answers of
+    /// one worker share one balance update and one reputation record.
+    function _review(
+        uint64 batchId,
+        AnswerRef[] calldata answers,
+        IReputation.Outcome outcome,
+        bytes memory reasonCid
+    ) private {
+        Batch storage b = _batches[batchId];
+        ReviewRun memory run;
+        run.requester = b.requester;
+        if (run.requester == address(0)) revert EscrowUnknownBatch(batchId);
+        if (outcome != IReputation.Outcome.Released && msg.sender != run.requester) {
+            revert EscrowNotRequester(batchId, msg.sender);
+        }
+        run.batchId = batchId;
+        run.outcome = outcome;
+        run.token = b.token;
+        run.reward = b.reward;
+        run.reviewWindow = b.reviewWindow;
+        run.flip = PENDING ^ (outcome == IReputation.Outcome.Rejected ? REJECTED : PAID);
+
+        for (uint256 i; i < answers.length;) {
+            address worker = answers[i].worker;
+            uint32 taskIndex = answers[i].taskIndex;
+            _settleAnswer(run, worker, taskIndex);
+            if (outcome == IReputation.Outcome.Approved) {
+                emit AnswerApproved(batchId, worker, taskIndex);
+            } else if (outcome == IReputation.Outcome.Released) {
+                emit AnswerReleased(batchId, worker, taskIndex);
+            } else {
+                _answerCounts[_countKey(batchId, taskIndex)] -= 1 << _countShift(taskIndex);
+                emit AnswerRejected(batchId, worker, taskIndex, reasonCid);
+            }
+            unchecked {
+                ++i;
+            }
+        }
+        if (run.key != 0) _answerWords[run.key] = run.word;
+        _creditRun(run);
+
+        uint256 count = answers.length;
+        b.pending -= uint64(count);
+        if (outcome == IReputation.Outcome.Rejected) b.funds += uint128(count * run.reward);
+    }
+
+    /// Marks one pending answer paid or rejected in the cached answer word, inside or after its
+    /// review window as the outcome requires, and adds it to the worker's run.
+    function _settleAnswer(ReviewRun memory run, address worker, uint32 taskIndex) private {
+        uint64 batchId = uint64(run.batchId);
+        uint256 key = _answerKey(batchId, worker, taskIndex);
+        if (key != run.key) {
+            if (run.key != 0) _answerWords[run.key] = run.word;
+            run.key = key;
+            run.word = _answerWords[key];
+        }
+        uint256 word = run.word;
+        uint256 shift = _statusShift(taskIndex);
+        uint256 status = (word >> shift) & STATUS_MASK;
+        if (status != PENDING) revert EscrowAnswerNotPending(batchId, worker, taskIndex, AnswerStatus(status));
+        uint256 reviewDeadline = (word >> TIMESTAMP_SHIFT) + run.reviewWindow;
+        if (run.outcome == IReputation.Outcome.Released) {
+            if (block.timestamp <= reviewDeadline) {
+                revert EscrowReviewWindowOpen(batchId, worker, taskIndex, uint64(reviewDeadline));
+            }
+        } else if (block.timestamp > reviewDeadline) {
+            revert EscrowReviewWindowClosed(batchId, worker, taskIndex, uint64(reviewDeadline));
+        }
+        run.word = word ^ (run.flip << shift);
+
+        if (worker != run.worker) {
+            _creditRun(run);
+            run.worker = worker;
+            run.count = 0;
+        }
+        unchecked {
+            ++run.count;
+        }
+    }
+
+    /// Credits the run's rewards to its worker (unless rejected) and records the outcome.
+    function _creditRun(ReviewRun memory run) private {
+        uint256 count = run.count;
+        if (count == 0) return;
+        if (run.outcome != IReputation.Outcome.Rejected) _balances[run.token][run.worker] += count * run.reward;
+        _reputation.record(run.worker, run.requester, run.outcome, uint64(count));
+    }
+
+    // ---------------------------------------------------------------- internals: payouts
+
+    function _withdraw(address account, address token) private returns (uint256 amount) {
+        amount = _balances[token][account];
+        if (amount == 0) revert EscrowNothingToWithdraw(account, token);
+        _balances[token][account] = 0;
+        _totalOwed[token] -= amount;
+        _pay(token, account, amount);
+        emit Withdrawn(account, token, amount);
+    }
+
+    function _pay(address token, address to, uint256 amount) private {
+        if (token == address(0)) {
+            Address.sendValue(payable(to), amount);
+        } else {
+            IERC20(token).safeTransfer(to, amount);
+        }
+    }
+
+    // ---------------------------------------------------------------- internals: packing
+
+    function _answerKey(uint256 batchId, address worker, uint256 taskIndex) private pure returns (uint256) {
+        return (batchId << 192) | ((taskIndex / TASKS_PER_WORD) << 160) | uint160(worker);
+    }
+
+    function _statusShift(uint256 taskIndex) private pure returns (uint256) {
+        return (taskIndex % TASKS_PER_WORD) * 2;
+    }
+
+    function _countKey(uint256 batchId, uint256 taskIndex) private pure returns (uint256) {
+        return (batchId << 32) | (taskIndex / COUNTS_PER_WORD);
+    }
+
+    function _countShift(uint256 taskIndex) private pure returns (uint256) {
+        return (taskIndex % COUNTS_PER_WORD) * 8;
+    }
+}
