@@ -156,8 +156,9 @@ def deploy_protocol(rpc_url: str, deployer_key: str, *, test_token: bool = True,
 
     def send(tx: dict) -> dict:
         tx = {**tx, "from": deployer.address, "chainId": chain_id,
-              "nonce": w3.eth.get_transaction_count(deployer.address, "pending"),
-              "gasPrice": w3.eth.gas_price}
+              "nonce": w3.eth.get_transaction_count(deployer.address, "pending")}
+        if "maxFeePerGas" not in tx and "gasPrice" not in tx:
+            tx["gasPrice"] = w3.eth.gas_price
         tx["gas"] = int(w3.eth.estimate_gas(tx) * 1.2)
         receipt = w3.eth.wait_for_transaction_receipt(
             w3.eth.send_raw_transaction(deployer.sign_transaction(tx).raw_transaction), poll_latency=0.05)
