@@ -1,0 +1,27 @@
+"""Where the SDK pins content: straight into a local store, or through a relay's upload API."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from kempelen.ipfs.store import ContentStore
+from kempelen.protocol.cid import CID
+
+
+class Pinner(Protocol):
+    def pin(self, payload: bytes) -> CID: ...
+
+    def fetch(self, cid: str | CID) -> bytes: ...
+
+
+class StorePinner:
+    """Pins into an embedded content store (the relay's, when on the same machine)."""
+
+    def __init__(self, store: ContentStore):
+        self.store = store
+
+    def pin(self, payload: bytes) -> CID:
+        return self.store.put(payload)
+
+    def fetch(self, cid: str | CID) -> bytes:
+        return self.store.get(cid)  # every block verified against its CID
