@@ -90,11 +90,12 @@ if (command === 'cid') {
   const [base, cidText] = args
   const fetched = []
   const blockstore = {
-    async get (cid) {
+    // blockstore-core 7 interface: get() yields the block's bytes
+    async * get (cid) {
       const response = await fetch(`${base}/ipfs/${cid}?format=raw`, { headers: { accept: 'application/vnd.ipld.raw' } })
       if (response.status !== 200) throw new Error(`HTTP ${response.status} for ${cid}`)
       fetched.push(cid.toString())
-      return verified(cid, new Uint8Array(await response.arrayBuffer()))
+      yield await verified(cid, new Uint8Array(await response.arrayBuffer()))
     },
     async * getMany () { throw new Error('unused') }
   }
