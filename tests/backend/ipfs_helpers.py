@@ -58,7 +58,12 @@ def node_check(*args: str, timeout: float = 240) -> str:
     if not (REPO / "node_modules" / "ipfs-unixfs-importer").is_dir():
         pytest.fail("node_modules lacks ipfs-unixfs-importer: run `make bootstrap` (npm ci)")
     result = subprocess.run(
-        [node, str(CHECK_JS), *args], capture_output=True, text=True, timeout=timeout, cwd=REPO
+        [node, str(CHECK_JS), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        check=False,
     )
     if result.returncode != 0:
         raise AssertionError(f"check.mjs {args[0]} failed:\n{result.stderr}")

@@ -15,7 +15,6 @@ from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.testclient import TestClient
 from ipfs_helpers import payload
-
 from kempelen.ipfs.errors import CorruptBlock, ReplicationError
 from kempelen.ipfs.kubo import KuboRPC
 from kempelen.ipfs.pinning import PinningService
@@ -103,7 +102,9 @@ def test_kubo_adapter_against_protocol_fake_refuses_a_different_cid(store):
 
 
 def test_kubo_adapter_against_protocol_fake_reports_rpc_errors():
-    kubo = KuboRPC("http://kubo.test", client=TestClient(kubo_fake({}), base_url="http://kubo.test"))
+    kubo = KuboRPC(
+        "http://kubo.test", client=TestClient(kubo_fake({}), base_url="http://kubo.test")
+    )
     missing = file_cid(b"nobody has this")
     with pytest.raises(ReplicationError, match="not found locally"):
         kubo.pin_add(missing)
@@ -114,7 +115,9 @@ def test_kubo_adapter_against_protocol_fake_reports_rpc_errors():
 def test_kubo_adapter_against_protocol_fake_verifies_fetched_blocks():
     good = file_cid(b"answer")
     blocks = {str(good): b"answer"}
-    kubo = KuboRPC("http://kubo.test", client=TestClient(kubo_fake(blocks), base_url="http://kubo.test"))
+    kubo = KuboRPC(
+        "http://kubo.test", client=TestClient(kubo_fake(blocks), base_url="http://kubo.test")
+    )
     assert kubo.block_get(good) == b"answer"
     blocks[str(good)] = b"tampered"
     with pytest.raises(CorruptBlock):

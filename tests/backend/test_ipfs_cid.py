@@ -3,7 +3,6 @@
 import hashlib
 
 import pytest
-
 from kempelen.errors import InvalidCID, KempelenError
 from kempelen.protocol.cid import CID, DAG_PB, RAW, raw_cid
 

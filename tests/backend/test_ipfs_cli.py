@@ -2,10 +2,9 @@
 
 import pytest
 from ipfs_helpers import payload
-from typer.testing import CliRunner
-
 from kempelen.ipfs.cli import app
 from kempelen.ipfs.unixfs import CHUNK_SIZE
+from typer.testing import CliRunner
 
 runner = CliRunner()
 

@@ -13,7 +13,6 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from ipfs_helpers import REPO, node_json, payload
-
 from kempelen.ipfs.car import CarReader
 from kempelen.ipfs.gateway import gateway_router
 from kempelen.ipfs.store import ContentStore
@@ -104,7 +103,10 @@ def test_if_none_match_gives_304(store, client):
 
 def test_malformed_cid_is_400_and_unknown_content_404(client):
     assert client.get("/ipfs/not-a-cid").status_code == 400
-    assert client.get("/ipfs/bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku").status_code == 404
+    assert (
+        client.get("/ipfs/bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku").status_code
+        == 404
+    )
     unknown = file_cid(payload(3 * CHUNK_SIZE))
     for query in ("", "?format=raw", "?format=car"):
         assert client.get(f"/ipfs/{unknown}{query}").status_code == 404

@@ -6,7 +6,6 @@ import tracemalloc
 
 import pytest
 from ipfs_helpers import PatternStream, node_check, node_json, payload
-
 from kempelen.ipfs.blockstore import block_key
 from kempelen.ipfs.car import CarReader, encode_header
 from kempelen.ipfs.errors import BlockNotFound, CarFormatError, CorruptBlock

@@ -10,8 +10,7 @@ Two sources, neither computed by Kempelen:
 import hashlib
 
 import pytest
-from ipfs_helpers import node_check, payload
-
+from ipfs_helpers import PatternStream, node_check, payload
 from kempelen.ipfs import pb
 from kempelen.ipfs.unixfs import CHUNK_SIZE, MAX_LINKS, file_cid, import_bytes, import_stream
 from kempelen.protocol.cid import CID, DAG_PB
@@ -72,10 +71,8 @@ def test_deep_trees_match_js_importer_with_small_chunks(tmp_path, version):
 
 
 def test_stream_with_short_reads_gives_the_same_cid():
-    from ipfs_helpers import PatternStream
-
     size = 3 * CHUNK_SIZE + 12345
-    expected = file_cid(b"".join(iter(lambda s=PatternStream(size, False): s.read(65536), b"")))
+    expected = file_cid(PatternStream(size, short_reads=False).read())
     assert import_stream(PatternStream(size, short_reads=True), lambda c, b: None) == expected
 
 

@@ -16,6 +16,7 @@ import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Self
 
 from kempelen.ipfs.errors import BlockNotFound, CorruptBlock
 from kempelen.protocol.cid import CID, RAW
@@ -122,7 +123,7 @@ class BackgroundWriter:
             self._pending.popleft().result()
         self._pending.append(self._pool.submit(self._store.write_verified, cid, block))
 
-    def __enter__(self) -> BackgroundWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -51,7 +51,8 @@ def _cid(text: str) -> CID:
 def add(
     path: Annotated[Path, typer.Argument(help="File to add.", show_default=False)],
     cid_version: Annotated[
-        int, typer.Option("--cid-version", min=0, max=1, help="0: Qm... dag-pb leaves; 1: raw leaves.")
+        int,
+        typer.Option("--cid-version", min=0, max=1, help="0: Qm... dag-pb leaves; 1: raw leaves."),
     ] = 1,
     store: StoreOption = None,
 ) -> None:

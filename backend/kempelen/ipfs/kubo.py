@@ -54,7 +54,9 @@ class KuboRPC:
             raise ReplicationError(f"Kubo RPC {command}: {_kubo_message(response)}")
         return response
 
-    def add(self, content: BinaryIO | bytes, *, cid_version: int = 1, expected: CID | None = None) -> CID:
+    def add(
+        self, content: BinaryIO | bytes, *, cid_version: int = 1, expected: CID | None = None
+    ) -> CID:
         """`ipfs add` the content (streamed as multipart) and return Kubo's root CID.
 
         With `expected`, a different answer raises ReplicationError: it would mean

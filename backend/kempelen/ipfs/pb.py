@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kempelen.errors import InvalidCID
 from kempelen.ipfs.errors import MalformedBlock
 from kempelen.protocol.cid import CID, encode_varint
 
@@ -141,7 +142,7 @@ def decode_node(block: bytes | memoryview) -> PBNode:
                 raise MalformedBlock(f"unexpected dag-pb field {number}")
     except MalformedBlock:
         raise
-    except Exception as exc:  # a CID inside a link that does not parse, etc.
+    except (InvalidCID, UnicodeDecodeError) as exc:  # a link's CID or Name is bad
         raise MalformedBlock(f"malformed dag-pb node: {exc}") from None
     return PBNode(tuple(links), data)
 

@@ -45,7 +45,10 @@ class ContentStore:
             return import_stream(payload, write, cid_version)
 
     def add_path(
-        self, path: str | os.PathLike[str], cid_version: int = 1, on_progress: Progress | None = None
+        self,
+        path: str | os.PathLike[str],
+        cid_version: int = 1,
+        on_progress: Progress | None = None,
     ) -> CID:
         """Store a file from disk, streamed; memory does not grow with its size."""
         # buffering=0: the importer's readinto fills its own reused buffer directly.
