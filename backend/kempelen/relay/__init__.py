@@ -1,0 +1,1 @@
+"""The relay: FastAPI intake of signed answers, content pinning, on-chain submission."""
