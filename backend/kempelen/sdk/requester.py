@@ -286,7 +286,7 @@ class Requester:
     def export(self, batch_id: int, fetch: Callable[[str], bytes] | None = None) -> list[dict]:
         """One row per answer: task index and CID, worker, answer CID, status, and the answer
         itself when `fetch` (CID -> verified bytes) is given. Write with `kempelen.sdk.export`."""
-        manifest_cid = self._manifest_cid(batch_id)
+        manifest_cid = self.manifest_cid(batch_id)
         task_cids = BatchManifest.from_json(fetch(manifest_cid)).task_cids if fetch else ()
         rows = []
         for answer in self.list_answers(batch_id):
@@ -299,7 +299,7 @@ class Requester:
             rows.append(row)
         return rows
 
-    def _manifest_cid(self, batch_id: int) -> str:
+    def manifest_cid(self, batch_id: int) -> str:
         event_filter = self.chain.escrow.events.BatchCreated.create_filter(
             from_block=self.chain.deployment.deploy_block, argument_filters={"batchId": batch_id})
         entries = event_filter.get_all_entries()

@@ -1,0 +1,19 @@
+"""`kempelen`: the command line for requesters, workers, relay operators and auditors."""
+
+from __future__ import annotations
+
+import typer
+
+from kempelen.commands import requester
+from kempelen.ipfs import cli as ipfs
+
+app = typer.Typer(
+    help="Kempelen: open, verifiable micropayments for human data labeling.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(requester.app, name="requester")
+app.add_typer(ipfs.app, name="ipfs")
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Commands of the `kempelen` CLI for requesters, workers and operators (assembled in kempelen.cli)."""
