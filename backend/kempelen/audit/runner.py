@@ -1,0 +1,115 @@
+"""One audit, start to end: scan the chain, replay, re-verify signatures and content, assemble."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from kempelen.audit import checks
+from kempelen.audit.content import ContentSource, check_files, file_verdict
+from kempelen.audit.model import AuditReport, Finding, Progress
+from kempelen.audit.replay import Replay
+from kempelen.audit.rpc import Rpc
+from kempelen.audit.scan import ChainHistory, Scanner
+from kempelen.audit.signatures import recover_signers
+from kempelen.errors import InvalidCID
+from kempelen.protocol.cid import CID, raw_cid
+
+
+def run_audit(
+    rpc_url: str,
+    escrow: str,
+    source: ContentSource,
+    *,
+    from_block: int = 0,
+    to_block: int | None = None,
+    batches: Iterable[int] = (),
+    progress: Progress | None = None,
+    workers: int | None = None,
+) -> AuditReport:
+    """Audit `escrow` over [from_block, to_block] (default: its whole history up to the head)."""
+    progress = progress or Progress()
+    started = time.perf_counter()
+    rpc = Rpc(rpc_url)
+    try:
+        history = Scanner(rpc, escrow, progress).scan(from_block, to_block)
+    finally:
+        rpc.close()
+    timings = {"rpc_s": history.rpc_seconds, "decode_s": history.decode_seconds}
+
+    began = time.perf_counter()
+    replay = Replay(history.escrow, history.block_times, history.senders).run(history.events)
+    tokens, money = checks.balance_sheet(replay, history.state)
+    findings = replay.findings + money + checks.reputation_findings(history, replay)
+    timings["replay_s"] = time.perf_counter() - began
+
+    wanted = set(batches) or set(replay.batches)
+    submitted = [a for a in replay.submitted if a.batch in wanted]
+    began = time.perf_counter()
+    items, owners, paired = checks.pair_signatures(history, submitted)
+    progress.begin("verifying signatures", len(items))
+    signers = recover_signers(history.chain_id, history.escrow, items, workers)
+    progress.advance(len(items))
+    progress.end()
+    findings += paired + checks.signature_findings(owners, signers)
+    timings["signatures_s"] = time.perf_counter() - began
+
+    began = time.perf_counter()
+    content, content_checked = _content_findings(source, replay, submitted, wanted, progress)
+    findings += content
+    timings["content_s"] = time.perf_counter() - began
+    timings["total_s"] = time.perf_counter() - started
+
+    report = _assemble(history, replay, source, sorted(set(batches)), wanted, findings)
+    report.tokens = tokens
+    report.answers_audited = len(submitted)
+    report.signatures_checked = len(items)
+    report.content_checked = content_checked
+    report.timings = timings
+    return report
+
+
+def _content_findings(source: ContentSource, replay: Replay, submitted, wanted: set[int],
+                      progress: Progress) -> tuple[list[Finding], int]:
+    """Findings of check 4, and how many distinct files were verified."""
+    manifests: dict[int, bytes | str] = {}
+    findings: list[Finding] = []
+    for batch_id in sorted(wanted & set(replay.batches)):
+        totals = replay.batches[batch_id].totals
+        try:
+            cid = CID.parse(totals.manifest_cid)
+        except InvalidCID:
+            manifests[batch_id] = f"invalid: {totals.manifest_cid} is not a CID"
+            continue
+        verdict = file_verdict(source, cid)
+        manifests[batch_id] = verdict if verdict else source.read_file(cid)
+    parsed, manifest_problems = checks.manifest_findings(replay, manifests)
+    findings += manifest_problems
+    task_cids = [CID.parse(text) for m in parsed.values() for text in m.task_cids]
+    answer_cids = [raw_cid(a.digest) for a in submitted]
+    rejections = [r for r in replay.rejection_reasons if r.batch in wanted]
+    bonuses = [r for r in replay.bonus_reasons if r.batch in wanted]
+    reason_cids = checks.reason_cids(rejections + bonuses)
+    verdicts = check_files(source, task_cids + answer_cids + reason_cids, progress)
+    findings += checks.task_findings(replay, parsed, verdicts)
+    findings += checks.answer_findings(submitted, verdicts)
+    findings += checks.reason_findings(rejections, verdicts, "rejection")
+    findings += checks.reason_findings(bonuses, verdicts, "bonus")
+    return findings, len(manifests) + len(verdicts)
+
+
+def _assemble(history: ChainHistory, replay: Replay, source: ContentSource, batch_filter: list[int],
+              wanted: set[int], findings: list[Finding]) -> AuditReport:
+    if batch_filter:
+        findings = [f for f in findings if f.batch is None or f.batch in wanted]
+    findings.sort(key=lambda f: (f.block is None, f.block or 0, f.check, f.code))
+    report = AuditReport(
+        chain_id=history.chain_id, escrow=history.escrow, reputation=history.reputation,
+        from_block=history.from_block, to_block=history.to_block, to_timestamp=history.to_timestamp,
+        content_source=source.name, batch_filter=tuple(batch_filter), findings=findings,
+    )
+    report.batches = {i: ledger.totals for i, ledger in sorted(replay.batches.items()) if i in wanted}
+    report.worker_earnings = dict(replay.earnings)
+    report.payments = replay.payments
+    report.review_delays = replay.delays
+    return report

@@ -1,0 +1,92 @@
+"""Drives real batches through their lives on anvil, for the auditor's tests: no mocks."""
+
+from __future__ import annotations
+
+import json
+
+from eth_account import Account
+from web3 import Web3
+
+from kempelen.chain.contracts import ETH
+from kempelen.ipfs.store import ContentStore
+from kempelen.protocol.cid import CID
+from kempelen.protocol.manifest import BatchManifest
+from kempelen.protocol.signing import Answer, Domain, answer_digest, sign
+
+
+def address(key: str) -> str:
+    return Account.from_key(key).address
+
+
+class History:
+    """Writes payloads to a real content store and sends real transactions to `escrow`."""
+
+    def __init__(self, w3: Web3, escrow, store: ContentStore, chain_id: int):
+        self.w3, self.escrow, self.store = w3, escrow, store
+        self.domain = Domain(chain_id, escrow.address)
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def send(self, key: str, call, value: int = 0):
+        sender = address(key)
+        tx = call.build_transaction({
+            "from": sender, "value": value, "gas": 8_000_000, "gasPrice": self.w3.eth.gas_price,
+            "nonce": self.w3.eth.get_transaction_count(sender, "pending"),
+        })
+        signed = Account.from_key(key).sign_transaction(tx)
+        receipt = self.w3.eth.wait_for_transaction_receipt(
+            self.w3.eth.send_raw_transaction(signed.raw_transaction), poll_latency=0.02)
+        assert receipt.status == 1, f"transaction reverted: {receipt.transactionHash.hex()}"
+        return receipt
+
+    def now(self) -> int:
+        return self.w3.eth.get_block("latest")["timestamp"]
+
+    def advance(self, seconds: int) -> None:
+        self.w3.provider.make_request("evm_increaseTime", [seconds])
+        self.w3.provider.make_request("evm_mine", [])
+
+    def put_json(self, value) -> CID:
+        return self.store.put(json.dumps(value, sort_keys=True).encode())
+
+    # -- protocol steps ---------------------------------------------------------------
+
+    def create_batch(self, requester: str, *, tasks: int = 3, answers_per_task: int = 2, reward: int = 10**15,
+                     relay_fee: int = 10**13, token: str = ETH, lifetime: int = 3_600,
+                     review_window: int = 600) -> int:
+        task_cids = tuple(str(self.put_json({"task": i, "text": f"label item {i}"})) for i in range(tasks))
+        manifest = self.store.put(BatchManifest(title="audit test", task_cids=task_cids).to_json())
+        terms = (token, tasks, answers_per_task, reward, relay_fee, self.now() + lifetime, review_window, 0,
+                 bytes(32), manifest.to_bytes())
+        deposit = tasks * answers_per_task * (reward + relay_fee)
+        receipt = self.send(requester, self.escrow.functions.createBatch(terms), deposit if token == ETH else 0)
+        (event,) = self.escrow.events.BatchCreated().process_receipt(receipt)
+        return event.args.batchId
+
+    def sign_answer(self, batch_id: int, task: int, worker_key: str, payload: bytes, *, signer: str | None = None,
+                    store: bool = True):
+        if store:
+            self.store.put_block(payload)
+        answer = Answer(batch_id, task, answer_digest(payload), address(worker_key))
+        return answer.as_tuple(), sign(self.domain.digest(answer.struct_hash()), signer or worker_key)
+
+    def submit(self, relayer: str, signed: list[tuple]):
+        answers, signatures = zip(*signed)
+        return self.send(relayer, self.escrow.functions.submitAnswers(list(answers), list(signatures)))
+
+    def answer_all(self, relayer: str, batch_id: int, tasks: range, worker_keys: list[str]):
+        signed = [self.sign_answer(batch_id, t, key, f"answer {batch_id}/{t} by {address(key)}".encode())
+                  for t in tasks for key in worker_keys]
+        return self.submit(relayer, signed)
+
+    def approve(self, requester: str, batch_id: int, refs: list[tuple[str, int]]):
+        return self.send(requester, self.escrow.functions.approve(batch_id, [(address(k), t) for k, t in refs]))
+
+    def release(self, anyone: str, batch_id: int, refs: list[tuple[str, int]]):
+        return self.send(anyone, self.escrow.functions.release(batch_id, [(address(k), t) for k, t in refs]))
+
+    def reject(self, requester: str, batch_id: int, refs: list[tuple[str, int]], reason: bytes | None = None):
+        if reason is None:
+            reason = self.put_json({"reason": "does not follow the instructions"}).to_bytes()
+        call = self.escrow.functions.reject(batch_id, [(address(k), t) for k, t in refs], reason)
+        return self.send(requester, call)
