@@ -1,0 +1,22 @@
+"""Wires the resource routers into one APIRouter; nothing else."""
+
+from fastapi import APIRouter
+
+from kempelen.relay.api.routes import (
+    answers,
+    auth,
+    batches,
+    events,
+    health,
+    leases,
+    payloads,
+    receipts,
+    reputation,
+    tasks,
+    workers,
+)
+
+api_router = APIRouter()
+for module in (auth, payloads, batches, tasks, leases, answers, receipts, workers, reputation, events,
+               health):
+    api_router.include_router(module.router)
