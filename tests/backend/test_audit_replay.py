@@ -1,0 +1,105 @@
+"""The pure core on hand-made event streams: the rules the real contracts never let us break on-chain."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from kempelen.audit import checks
+from kempelen.audit.model import ETH
+from kempelen.audit.replay import Replay
+from kempelen.audit.scan import ChainHistory, ChainState
+from kempelen.protocol.cid import raw_cid
+from kempelen.protocol.events import Event
+
+ESCROW = "0x00000000000000000000000000000000000000E5"
+REPUTATION = "0x00000000000000000000000000000000000000Ab"
+REQUESTER = "0x0000000000000000000000000000000000000001"
+WORKER = "0x0000000000000000000000000000000000000002"
+RELAY = "0x0000000000000000000000000000000000000003"
+REWARD, FEE, WINDOW = 100, 1, 600
+
+
+class Stream:
+    """Events in chain order, one block per event, block number = timestamp for readability."""
+
+    def __init__(self):
+        self.events: list[Event] = []
+
+    def add(self, name: str, at: int, address: str = ESCROW, **args) -> None:
+        tx = "0x" + f"{len(self.events):064x}"
+        self.events.append(Event(name, args, address, at, "0x" + "00" * 32, tx, 0, len(self.events)))
+
+    def times(self) -> dict[int, int]:
+        return {e.block_number: e.block_number for e in self.events}
+
+
+def batch(stream: Stream, tasks: int = 200) -> None:
+    stream.add("BatchCreated", 10, batchId=1, requester=REQUESTER, token=ETH, taskCount=tasks, answersPerTask=1,
+               reward=REWARD, relayFee=FEE, deadline=5_000, reviewWindow=WINDOW, minReputation=0,
+               goldCommitment=bytes(32), deposit=tasks * (REWARD + FEE), manifestCid=raw_cid(bytes(32)).to_bytes())
+
+
+def submit(stream: Stream, task: int, at: int) -> None:
+    stream.add("AnswerSubmitted", at, batchId=1, worker=WORKER, relayer=RELAY, taskIndex=task,
+               answerDigest=bytes(32))
+
+
+def replay(stream: Stream) -> Replay:
+    return Replay(ESCROW, stream.times(), {}).run(stream.events)
+
+
+def codes(findings) -> list[tuple[str, int | None]]:
+    return [(f.code, f.task) for f in findings]
+
+
+def test_review_deadline_follows_the_latest_submission_of_the_96_task_group():
+    s = Stream()
+    batch(s)
+    submit(s, 0, 1_000)
+    submit(s, 96, 1_000)  # another group: its own clock
+    submit(s, 1, 1_400)  # same group as task 0: moves task 0's deadline to 2_000
+    s.add("AnswerApproved", 1_900, batchId=1, worker=WORKER, taskIndex=0)  # in time by the group rule
+    s.add("AnswerApproved", 1_900, batchId=1, worker=WORKER, taskIndex=96)  # 1_600 passed
+    s.add("AnswerReleased", 1_950, batchId=1, worker=WORKER, taskIndex=1)  # window open until 2_000
+    s.add("AnswerReleased", 2_001, batchId=1, worker=WORKER, taskIndex=0)  # already paid
+    assert codes(replay(s).findings) == [
+        ("reviewed_after_window", 96), ("released_inside_window", 1), ("paid_twice", 0)]
+
+
+def test_payouts_without_answer_after_rejection_and_reclaims_before_the_deadline():
+    s = Stream()
+    batch(s, tasks=2)
+    submit(s, 0, 100)
+    s.add("AnswerRejected", 200, batchId=1, worker=WORKER, taskIndex=0, reasonCid=b"")
+    s.add("AnswerApproved", 300, batchId=1, worker=WORKER, taskIndex=0)
+    s.add("AnswerReleased", 4_000, batchId=1, worker=WORKER, taskIndex=1)
+    s.add("BatchReclaimed", 4_500, batchId=1, requester=REQUESTER, amount=0)
+    found = replay(s).findings
+    assert codes(found) == [("paid_after_rejection", 0), ("payout_without_answer", 1),
+                            ("reclaimed_before_deadline", None), ("under_refund", None)]
+
+
+def test_withdrawing_more_than_owed_is_overdrawn():
+    s = Stream()
+    batch(s, tasks=1)
+    submit(s, 0, 100)
+    s.add("Withdrawn", 200, account=RELAY, token=ETH, amount=FEE + 1)
+    assert codes(replay(s).findings) == [("overdrawn", None)]
+
+
+def test_reputation_must_record_every_review_and_its_counters_must_add_up():
+    s = Stream()
+    batch(s, tasks=2)
+    submit(s, 0, 100)
+    submit(s, 1, 100)
+    s.add("AnswerApproved", 200, batchId=1, worker=WORKER, taskIndex=0)
+    s.add("AnswerApproved", 300, batchId=1, worker=WORKER, taskIndex=1)
+    review_tx = s.events[-1].transaction_hash
+    # Only the first approval is recorded, and in a transaction of its own.
+    s.add("OutcomeRecorded", 200, REPUTATION, worker=WORKER, requester=REQUESTER, outcome=0, count=1)
+    s.events[-1] = replace(s.events[-1], transaction_hash=s.events[-3].transaction_hash)
+    state = ChainState(worker_records={WORKER: (2, 0, 0)}, requester_records={REQUESTER: (1, 0, 0)})
+    history = ChainHistory(1, ESCROW, REPUTATION, 0, 300, 300, s.events, {}, {}, s.times(), state)
+    found = checks.reputation_findings(history, replay(s))
+    assert [(f.code, f.tx) for f in found] == [("outcome_mismatch", review_tx), ("counter_mismatch", None)]
+    assert "(2, 0, 0)" in found[1].message and "(1, 0, 0)" in found[1].message
