@@ -1,0 +1,164 @@
+"""The relayer account on the chain: fees, gas estimates, signing and broadcasting, receipts, answer status.
+
+Every node error is sorted into a few outcomes the submitter acts on; nothing here touches the
+database, so the submitter decides what each outcome means for the queue.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import requests
+from eth_account import Account
+from eth_utils import keccak, to_checksum_address
+from web3 import Web3
+from web3.exceptions import (
+    ContractCustomError,
+    ContractLogicError,
+    TransactionNotFound,
+    Web3RPCError,
+)
+
+from kempelen.chain.contracts import Chain, explain_revert
+from kempelen.errors import KempelenError
+from kempelen.relay.fees import Fees, suggest_fees
+from kempelen.relay.receipts import escrow_decoder
+
+# Extra gas over eth_estimateGas: state can change between estimate and inclusion (another
+# relay's answers filling a task), and an out-of-gas revert would cost the whole pack.
+GAS_HEADROOM_NUMERATOR, GAS_HEADROOM_DENOMINATOR = 5, 4
+GAS_HEADROOM_FLAT = 30_000
+
+ANSWER_STATUSES = ("None", "Pending", "Paid", "Rejected")
+
+
+class RelayerError(KempelenError):
+    """The relayer cannot act: no key, or the chain refuses in a way retrying will not fix."""
+
+
+class PackReverts(KempelenError):
+    """eth_estimateGas says the pack would revert; the message names the escrow's error."""
+
+
+class Broadcast(enum.Enum):
+    SENT = "sent"  # the node took it (or already had it)
+    NONCE_USED = "nonce_used"  # another transaction of ours or of the key's owner got this nonce
+    UNDERPRICED = "underpriced"  # a pending transaction with this nonce pays more
+    NO_FUNDS = "no_funds"  # the relayer cannot pay for gas
+    UNREACHABLE = "unreachable"  # no answer: the node may or may not have it
+    REJECTED = "rejected"  # any other refusal
+
+
+@dataclass(frozen=True)
+class SignedTx:
+    tx_hash: str  # 0x hex
+    raw: bytes
+    nonce: int
+    gas: int
+    fees: Fees
+
+
+def classify_send_error(message: str) -> Broadcast:
+    """Sort a node's refusal of eth_sendRawTransaction (geth, anvil, erigon, reth wording)."""
+    text = message.lower()
+    if "already known" in text or "already imported" in text or "known transaction" in text:
+        return Broadcast.SENT
+    if "nonce too low" in text or "nonce is too low" in text or "invalid nonce" in text:
+        return Broadcast.NONCE_USED
+    if "underpriced" in text or "fee too low" in text:
+        return Broadcast.UNDERPRICED
+    if "insufficient funds" in text or "insufficient balance" in text:
+        return Broadcast.NO_FUNDS
+    return Broadcast.REJECTED
+
+
+class Relayer:
+    """Signs and sends submitAnswers transactions from one key to one escrow."""
+
+    def __init__(self, chain: Chain, private_key: str):
+        if not private_key:
+            raise RelayerError("no relayer key: set KEMPELEN_RELAYER_KEY or pass --relayer-key")
+        try:
+            self.account = Account.from_key(private_key)
+        except (ValueError, TypeError):
+            raise RelayerError("the relayer key is not a 32-byte hex private key") from None
+        self.chain = chain
+        self.w3: Web3 = chain.w3
+        self.escrow = to_checksum_address(chain.deployment.escrow)
+        self.address = self.account.address
+
+    def pending_count(self) -> int:
+        """Transactions of the relayer the node knows, mined or in its mempool."""
+        return self.w3.eth.get_transaction_count(self.address, "pending")
+
+    def mined_count(self) -> int:
+        """Nonces the chain has consumed: a transaction with a lower nonce can never be mined."""
+        return self.w3.eth.get_transaction_count(self.address, "latest")
+
+    def suggest_fees(self) -> Fees:
+        block = self.w3.eth.get_block("latest")
+        base_fee = block.get("baseFeePerGas")
+        if base_fee is None:
+            return suggest_fees(None, 0, self.w3.eth.gas_price)
+        return suggest_fees(base_fee, self.w3.eth.max_priority_fee, 0)
+
+    def estimate_gas(self, calldata: bytes) -> int:
+        """Gas for the pack with headroom; raises PackReverts when the pack would revert."""
+        tx = {"from": self.address, "to": self.escrow, "data": "0x" + calldata.hex()}
+        try:
+            estimate = self.w3.eth.estimate_gas(tx)
+        except (ContractCustomError, ContractLogicError) as exc:
+            data = getattr(exc, "data", None)
+            message, _, _ = explain_revert(data if isinstance(data, (str, bytes)) else None, self.chain.errors)
+            raise PackReverts(message) from None
+        return estimate * GAS_HEADROOM_NUMERATOR // GAS_HEADROOM_DENOMINATOR + GAS_HEADROOM_FLAT
+
+    def sign(self, calldata: bytes, nonce: int, gas: int, fees: Fees) -> SignedTx:
+        tx = {"chainId": self.chain.chain_id, "nonce": nonce, "to": self.escrow, "value": 0,
+              "gas": gas, "data": calldata, **fees.tx_fields()}
+        raw = bytes(self.account.sign_transaction(tx).raw_transaction)
+        return SignedTx("0x" + keccak(raw).hex(), raw, nonce, gas, fees)
+
+    def broadcast(self, raw: bytes) -> tuple[Broadcast, str]:
+        """Send a signed transaction; returns the outcome and the node's words."""
+        try:
+            self.w3.eth.send_raw_transaction(raw)
+        except Web3RPCError as exc:
+            message = str(exc.rpc_response.get("error", {}).get("message", exc)) if exc.rpc_response else str(exc)
+            return classify_send_error(message), message
+        except (requests.RequestException, OSError, TimeoutError) as exc:
+            return Broadcast.UNREACHABLE, f"{type(exc).__name__}: {exc}"
+        except ValueError as exc:  # older providers raise ValueError({'code':..,'message':..})
+            return classify_send_error(str(exc)), str(exc)
+        return Broadcast.SENT, "sent"
+
+    def receipt(self, tx_hash: str):
+        try:
+            return self.w3.eth.get_transaction_receipt(tx_hash)
+        except TransactionNotFound:
+            return None
+
+    def is_known(self, tx_hash: str) -> bool:
+        """Whether the node has the transaction, mined or in its mempool."""
+        try:
+            return self.w3.eth.get_transaction(tx_hash) is not None
+        except TransactionNotFound:
+            return False
+
+    def answer_status(self, batch_id: int, worker: str, task_index: int) -> str:
+        status, _ = self.chain.escrow.functions.answerStatus(
+            batch_id, to_checksum_address(worker), task_index).call()
+        return ANSWER_STATUSES[status]
+
+    def submitted_digest(self, batch_id: int, worker: str, task_index: int) -> tuple[bytes, int, str] | None:
+        """(answerDigest, block, tx hash) of the AnswerSubmitted event for the answer, if any."""
+        decoder = escrow_decoder()
+        topics = [decoder.topics("AnswerSubmitted")[0], "0x" + batch_id.to_bytes(32, "big").hex(),
+                  "0x" + bytes(12).hex() + worker.lower().removeprefix("0x")]
+        logs = self.w3.eth.get_logs({"address": self.escrow, "topics": topics,
+                                     "fromBlock": self.chain.deployment.deploy_block, "toBlock": "latest"})
+        for event in decoder.decode_all(logs):
+            if event.args["taskIndex"] == task_index:
+                return event.args["answerDigest"], event.block_number, event.transaction_hash
+        return None

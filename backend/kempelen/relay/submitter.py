@@ -1,0 +1,303 @@
+"""The submitter: gets every acknowledged answer on-chain exactly once, in submitAnswers transactions.
+
+One loop, one relayer key, one active process per database and chain (leader.py). Each
+transaction is recorded, with its answers marked "submitted", in one database transaction
+*before* it is broadcast; so whatever the moment of a crash, the next start finds either
+queued answers or a recorded transaction it can rebroadcast byte for byte, and the relayer's
+nonce lets at most one transaction per nonce land (a replacement can never double-submit).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import groupby
+
+from sqlalchemy import Engine
+
+from kempelen.relay import outbox
+from kempelen.relay.leader import LeadershipLost, SubmitterLock
+from kempelen.relay.nonces import NonceManager
+from kempelen.relay.packing import (
+    PackingPolicy,
+    QueuedAnswer,
+    choose_pack,
+    order_for_gas,
+    split,
+    submit_calldata,
+    unencodable,
+)
+from kempelen.relay.receipts import ALREADY_ANSWERED, AnswerOutcome, escrow_decoder, outcomes
+from kempelen.relay.reconcile import chain_fate, resolve_orphans
+from kempelen.relay.relayer import Broadcast, PackReverts, Relayer, SignedTx
+
+log = logging.getLogger("kempelen.relay.submitter")
+
+
+@dataclass(frozen=True)
+class SubmitterConfig:
+    policy: PackingPolicy = field(default_factory=PackingPolicy)
+    max_in_flight: int = 4  # transactions awaiting receipts at once (consecutive nonces)
+    replace_after: float = 30.0  # seconds before an unmined transaction is re-priced
+    reconcile_every: float = 30.0  # seconds between reconciliations with the chain
+    idle_sleep: float = 0.05  # seconds to wait when there is nothing to do
+    error_backoff: float = 1.0  # seconds to wait after the chain or the database failed
+    drop_grace: float = 2.0  # seconds a used nonce must stay without our receipt to count as lost
+
+
+class Submitter:
+    """Packs queued answers into transactions, follows them to their receipts, reconciles."""
+
+    def __init__(self, engine: Engine, relayer: Relayer, config: SubmitterConfig | None = None):
+        self.engine = engine
+        self.relayer = relayer
+        self.chain_id = relayer.chain.chain_id
+        self.config = config or SubmitterConfig()
+        self.lock = SubmitterLock(engine, self.chain_id)
+        self.nonces = NonceManager(relayer.pending_count)
+        self._next_reconcile = 0.0
+        self._nonce_gone_since: dict[int, float] = {}
+
+    # ------------------------------------------------------------------ loop
+
+    def run(self, stop: threading.Event) -> None:
+        """Work until `stop` is set; stands by while another submitter holds the lock."""
+        try:
+            while not stop.is_set():
+                try:
+                    busy = self.step()
+                except LeadershipLost as exc:
+                    log.warning("%s; standing by", exc)
+                    busy = False
+                except Exception:  # the chain or the database hiccuped: log, back off, go on
+                    log.exception("submitter step failed; retrying in %.1fs", self.config.error_backoff)
+                    stop.wait(self.config.error_backoff)
+                    continue
+                if not busy:
+                    stop.wait(self.config.idle_sleep)
+        finally:
+            self.lock.release()
+
+    def step(self) -> bool:
+        """One round: lead or stand by, settle in-flight transactions, send a pack. True if busy."""
+        if not self.lock.held:
+            if not self.lock.try_acquire():
+                return False
+            log.info("submitter active for chain %d as %s", self.chain_id, self.relayer.address)
+            self.nonces = NonceManager(self.relayer.pending_count)
+            self._next_reconcile = 0.0
+        now = time.monotonic()
+        if now >= self._next_reconcile:
+            self.lock.check()
+            self.reconcile()
+            self._next_reconcile = now + self.config.reconcile_every
+        in_flight = self.follow_transactions()
+        if in_flight >= self.config.max_in_flight:
+            return in_flight > 0
+        with self.engine.connect() as conn:
+            head = outbox.queued(conn, self.chain_id, self.config.policy.capacity)
+        pack = choose_pack(head, self.config.policy, time.time())
+        if pack:
+            self.send(pack)
+        return bool(pack)
+
+    def reconcile(self) -> None:
+        """Follow recorded transactions (rebroadcasting unsent ones), then settle orphans."""
+        self.follow_transactions()
+        resolve_orphans(self.engine, self.relayer, self.chain_id)
+
+    def drain(self, timeout: float = 600.0) -> float:
+        """Run until no answer is queued or in flight; returns the seconds it took."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            busy = self.step()
+            with self.engine.connect() as conn:
+                counts = outbox.status_counts(conn, self.chain_id)
+            if not counts.get("accepted") and not counts.get("submitted"):
+                return time.monotonic() - started
+            if not busy:
+                time.sleep(self.config.idle_sleep)
+        raise TimeoutError(f"answers still queued after {timeout:.0f}s: {counts}")
+
+    # ------------------------------------------------------------------ sending
+
+    def send(self, pack: Sequence[QueuedAnswer]) -> None:
+        """Sign, record, then broadcast one pack; isolate answers that make it revert."""
+        pack = self._drop_unencodable(pack)
+        if not pack:
+            return
+        ordered = order_for_gas(pack)
+        calldata = submit_calldata(ordered, compact=self.config.policy.compact_signatures)
+        try:
+            gas = self.relayer.estimate_gas(calldata)
+        except PackReverts as exc:
+            self.isolate(ordered, str(exc))
+            return
+        nonce = self.nonces.take()
+        signed = self.relayer.sign(calldata, nonce, gas, self.relayer.suggest_fees())
+        try:
+            with self.engine.begin() as conn:
+                outbox.record_transaction(conn, self.chain_id, signed, [a.id for a in ordered])
+        except Exception:
+            self.nonces.give_back(nonce)
+            raise
+        self._broadcast_new(signed, [a.id for a in ordered])
+
+    def _drop_unencodable(self, pack: Sequence[QueuedAnswer]) -> list[QueuedAnswer]:
+        kept = []
+        for answer in pack:
+            reason = unencodable(answer)
+            if reason is None:
+                kept.append(answer)
+                continue
+            log.error("answer %d cannot be submitted: %s", answer.id, reason)
+            with self.engine.begin() as conn:
+                outbox.skip(conn, answer.id, reason)
+        return kept
+
+    def _broadcast_new(self, signed: SignedTx, answer_ids: list[int]) -> None:
+        outcome, message = self.relayer.broadcast(signed.raw)
+        if outcome in (Broadcast.SENT, Broadcast.UNREACHABLE):
+            # Unreachable: the node may have it; following the transaction will tell.
+            log.debug("sent %s (nonce %d, %d answers)", signed.tx_hash, signed.nonce, len(answer_ids))
+            return
+        # Refused: this transaction can never be mined, so its answers go back to the queue.
+        with self.engine.begin() as conn:
+            outbox.set_transaction_status(conn, [signed.tx_hash], "dropped")
+            outbox.requeue(conn, answer_ids, from_txs=[signed.tx_hash])
+        if outcome in (Broadcast.NONCE_USED, Broadcast.UNDERPRICED):
+            resynced = self.nonces.resync()
+            log.warning("nonce %d is taken (%s): re-synced to %d", signed.nonce, message, resynced)
+            return
+        self.nonces.resync()
+        raise RuntimeError(f"the node refused {signed.tx_hash}: {message}")
+
+    def isolate(self, pack: Sequence[QueuedAnswer], reason: str) -> None:
+        """Split a pack that reverts until the answers that cause it stand alone, and skip those.
+
+        The escrow skips invalid answers instead of reverting, so this is the safety net for
+        an escrow bug or an unexpected state: one bad answer never holds back the others.
+        """
+        if len(pack) == 1:
+            log.error("answer %d reverts on its own (%s): skipped", pack[0].id, reason)
+            with self.engine.begin() as conn:
+                outbox.skip(conn, pack[0].id, f"reverted: {reason}")
+            return
+        for half in split(pack):
+            self.send(half)
+
+    # ------------------------------------------------------------------ following
+
+    def follow_transactions(self) -> int:
+        """Settle mined transactions, rebroadcast or re-price unmined ones; returns how many are in flight."""
+        with self.engine.connect() as conn:
+            pending = outbox.pending_transactions(conn, self.chain_id)
+        if not pending:
+            return 0
+        mined_count = self.relayer.mined_count()  # read before receipts: see _follow_nonce
+        in_flight = 0
+        for nonce, group in groupby(pending, key=lambda tx: tx.nonce):
+            in_flight += self._follow_nonce(nonce, list(group), mined_count)
+        return in_flight
+
+    def _follow_nonce(self, nonce: int, group: list[outbox.TxRecord], mined_count: int) -> int:
+        """One nonce's transactions (a pack and its replacements): at most one of them lands."""
+        for tx in group:
+            receipt = self.relayer.receipt(tx.tx_hash)
+            if receipt is not None:
+                self.settle(tx, receipt, [other.tx_hash for other in group if other is not tx])
+                return 0
+        if nonce < mined_count and self._nonce_taken_by_another(nonce, group):
+            with self.engine.begin() as conn:
+                outbox.set_transaction_status(conn, [tx.tx_hash for tx in group], "dropped")
+            log.warning("nonce %d was used by a transaction not ours: %d answers to reconcile",
+                        nonce, len(group[-1].answer_ids))
+            resolve_orphans(self.engine, self.relayer, self.chain_id)
+            self.nonces.resync()
+            return 0
+        if nonce < mined_count:
+            return 1  # mined a moment ago: its receipt is not served yet
+        newest = group[-1]
+        if time.time() - newest.sent_at.timestamp() >= self.config.replace_after:
+            self.replace(newest)
+        elif newest.raw_tx is not None and not self.relayer.is_known(newest.tx_hash):
+            # Recorded but never broadcast (a crash in between), or dropped from the mempool.
+            _, message = self.relayer.broadcast(newest.raw_tx)
+            log.info("rebroadcast %s (nonce %d): %s", newest.tx_hash, nonce, message)
+        if self.nonces.next is not None and self.nonces.next <= nonce:
+            self.nonces.resync(at_least=nonce + 1)
+        return 1
+
+    def _nonce_taken_by_another(self, nonce: int, group: list[outbox.TxRecord]) -> bool:
+        """The nonce is used and none of ours has a receipt: sure only if it stays so a while.
+
+        Nodes update an account's nonce a moment before they serve the receipt (anvil does, and
+        load-balanced RPC endpoints lag), so a single look could declare a mined transaction
+        dropped; a node that still knows one of ours, or a grace period not yet over, means wait.
+        """
+        if any(self.relayer.is_known(tx.tx_hash) for tx in group):
+            return False
+        first_seen = self._nonce_gone_since.setdefault(nonce, time.monotonic())
+        if time.monotonic() - first_seen < self.config.drop_grace:
+            return False
+        del self._nonce_gone_since[nonce]
+        return True
+
+    def replace(self, stuck: outbox.TxRecord) -> None:
+        """Re-sign a stuck transaction's pack at the same nonce with fees raised by at least 12.5%."""
+        with self.engine.connect() as conn:
+            pack = order_for_gas(outbox.answers_by_id(conn, stuck.answer_ids))
+        calldata = submit_calldata(pack, compact=self.config.policy.compact_signatures)
+        fees = stuck.fees.bumped(at_least=self.relayer.suggest_fees())
+        gas = stuck.gas_limit or self.relayer.estimate_gas(calldata)
+        signed = self.relayer.sign(calldata, stuck.nonce, gas, fees)
+        ids = [a.id for a in pack]
+        with self.engine.begin() as conn:
+            outbox.record_transaction(conn, self.chain_id, signed, ids, replaces=stuck.tx_hash)
+        outcome, message = self.relayer.broadcast(signed.raw)
+        log.warning("replaced stuck %s with %s (nonce %d, max fee %d): %s", stuck.tx_hash,
+                    signed.tx_hash, stuck.nonce, fees.price_cap, message)
+        if outcome in (Broadcast.SENT, Broadcast.UNREACHABLE, Broadcast.NONCE_USED):
+            return  # nonce used: the stuck one (or another) was mined; receipts will tell
+        with self.engine.begin() as conn:
+            outbox.set_transaction_status(conn, [signed.tx_hash], "dropped")
+            outbox.repoint(conn, ids, signed.tx_hash, stuck.tx_hash)
+
+    def settle(self, tx: outbox.TxRecord, receipt, siblings: list[str]) -> None:
+        """Write what a mined transaction did to each of its answers."""
+        with self.engine.connect() as conn:
+            pack = outbox.answers_by_id(conn, tx.answer_ids)
+        if receipt["status"] != 1:
+            log.error("transaction %s reverted: isolating its %d answers", tx.tx_hash, len(pack))
+            with self.engine.begin() as conn:
+                outbox.set_transaction_status(conn, [tx.tx_hash], "failed", receipt["blockNumber"])
+                outbox.set_transaction_status(conn, siblings, "replaced")
+                outbox.requeue(conn, tx.answer_ids, from_txs=[tx.tx_hash, *siblings])
+            if len(pack) == 1:
+                self.isolate(pack, "the transaction reverted")
+            else:
+                for half in split(pack):  # halving guarantees progress even if estimates pass
+                    self.send(half)
+            return
+        events = escrow_decoder().decode_all(receipt["logs"])
+        results = outcomes([(a.id, a.key) for a in pack], events, self.relayer.escrow)
+        results = [self._already_ours(a, r) for a, r in zip(pack, results)]
+        with self.engine.begin() as conn:
+            outbox.settle(conn, tx.tx_hash, results)
+            outbox.set_transaction_status(conn, [tx.tx_hash], "mined", receipt["blockNumber"])
+            outbox.set_transaction_status(conn, siblings, "replaced")
+        # "missing" answers stay submitted under a mined transaction: orphans, reconciled next.
+        if any(r.status == "missing" for r in results):
+            resolve_orphans(self.engine, self.relayer, self.chain_id)
+
+    def _already_ours(self, answer: QueuedAnswer, result: AnswerOutcome) -> AnswerOutcome:
+        """AlreadyAnswered because our own earlier transaction landed it is no loss: on-chain."""
+        if result.status != "skipped" or result.skip_reason != ALREADY_ANSWERED:
+            return result
+        fate = chain_fate(self.relayer, answer)
+        if fate is not None and fate.status == "onchain":
+            return AnswerOutcome(answer.id, "onchain", fate.block_number, tx_hash=fate.tx_hash)
+        return result
