@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from kempelen.commands import requester
+from kempelen.commands import deploy, requester
 from kempelen.ipfs import cli as ipfs
 
 app = typer.Typer(
@@ -14,6 +14,7 @@ app = typer.Typer(
 )
 app.add_typer(requester.app, name="requester")
 app.add_typer(ipfs.app, name="ipfs")
+app.command("deploy")(deploy.deploy)
 
 if __name__ == "__main__":
     app()

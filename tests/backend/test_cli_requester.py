@@ -106,3 +106,16 @@ def test_cli_runs_as_a_subprocess(env):
     done = subprocess.run([sys.executable, "-m", "kempelen.cli", "requester", "status", "999"],
                           capture_output=True, text=True, env=os.environ.copy(), timeout=60)
     assert done.returncode == 1 and "unknown batch 999" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_deploy_writes_where_every_role_reads(env, anvil, keys, tmp_path):
+    code, out = invoke("deploy", "--rpc", anvil.url, "--test-token", "--out", tmp_path / "deployed")
+    assert code == 0, out
+    written = json.loads((tmp_path / "deployed" / "31337.json").read_text())
+    assert written["escrow"] in out and written["tokens"]["USDC"]
+    from kempelen.chain.contracts import Chain
+    from kempelen.chain.deployment import Deployment
+    fresh = Chain(anvil.url, Deployment.load(31337, tmp_path / "deployed"))
+    assert fresh.escrow.functions.reputation().call() == written["reputation"]
+    code, out = invoke("deploy", "--rpc", anvil.url, "--network", "sepolia")
+    assert code == 1 and "exactly one of --rpc URL or --network NAME" in out
