@@ -172,3 +172,24 @@ def test_audit_through_a_trustless_gateway(honest, gateway):
     source.close()
     assert report.findings == [] and report.content_checked == 215
     assert to_json(report)["content_source"] == f"gateway {gateway}"
+
+
+def test_fast_decoders_agree_with_eth_abi_on_the_real_history(honest):
+    from kempelen.audit.fastabi import FastEventDecoder, decode_submit_args, decode_submit_args_strict
+    from kempelen.audit.scan import SUBMIT_SELECTOR
+    from kempelen.protocol.events import EventDecoder
+
+    abis = (artifacts.load("TaskEscrow").abi, artifacts.load("Reputation").abi)
+    logs = httpx.post(honest["url"], json={"jsonrpc": "2.0", "id": 1, "method": "eth_getLogs", "params": [
+        {"fromBlock": "0x0", "toBlock": "latest",
+         "address": [honest["deployment"].escrow, honest["deployment"].reputation]}]}).json()["result"]
+    assert len(logs) > 200
+    assert FastEventDecoder(*abis).decode_all(logs) == EventDecoder(*abis).decode_all(logs)
+    submits = {log["transactionHash"] for log in logs if log["topics"][0] == EventDecoder(abis[0]).topics(
+        "AnswerSubmitted")[0]}
+    for tx_hash in submits:
+        tx = httpx.post(honest["url"], json={"jsonrpc": "2.0", "id": 1, "method": "eth_getTransactionByHash",
+                                             "params": [tx_hash]}).json()["result"]
+        calldata = bytes.fromhex(tx["input"][2:])
+        assert calldata[:4] == SUBMIT_SELECTOR
+        assert decode_submit_args(calldata[4:]) == decode_submit_args_strict(calldata[4:])

@@ -11,17 +11,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from eth_abi import decode as abi_decode
 from eth_utils import is_address, to_checksum_address
 
+from kempelen.audit.fastabi import FastEventDecoder, decode_submit_args, decode_submit_args_strict
 from kempelen.audit.model import ETH, AuditError, Progress
 from kempelen.audit.rpc import Rpc, RpcError, call_data, decode_result, selector
 from kempelen.chain import artifacts
-from kempelen.protocol.events import Event, EventDecoder
+from kempelen.protocol.events import Event
 
 SUBMIT_SIGNATURE = "submitAnswers((uint64,uint32,bytes32,address)[],bytes[])"
 SUBMIT_SELECTOR = selector(SUBMIT_SIGNATURE)
-_SUBMIT_TYPES = ["(uint64,uint32,bytes32,address)[]", "bytes[]"]
 _BATCH_TYPE = "(address,uint40,uint32,uint8,address,uint32,uint32,uint128,uint128,uint128,uint64,bytes32)"
 SUBMISSION_EVENTS = ("AnswerSubmitted", "AnswerSkipped")
 REVIEW_EVENTS = ("AnswerApproved", "AnswerRejected", "AnswerReleased")
@@ -71,12 +70,13 @@ def decode_submit_calldata(data: bytes) -> list[CalldataAnswer] | None:
     if data[:4] != SUBMIT_SELECTOR:
         return None
     try:
-        answers, signatures = abi_decode(_SUBMIT_TYPES, data[4:])
+        return decode_submit_args(data[4:])
+    except ValueError:
+        pass
+    try:  # not the canonical layout: let eth-abi judge it
+        return decode_submit_args_strict(data[4:])
     except Exception:  # eth-abi raises several types on malformed input
         return None
-    if len(answers) != len(signatures):
-        return None
-    return [((a[0], a[1], a[2], to_checksum_address(a[3])), sig) for a, sig in zip(answers, signatures)]
 
 
 class Scanner:
@@ -88,7 +88,7 @@ class Scanner:
         self.progress = progress or Progress()
         self.log_range = log_range
         escrow_abi = artifacts.load("TaskEscrow").abi
-        self.decoder = EventDecoder(escrow_abi, artifacts.load("Reputation").abi)
+        self.decoder = FastEventDecoder(escrow_abi, artifacts.load("Reputation").abi)
         self.decode_seconds = 0.0
 
     def scan(self, from_block: int = 0, to_block: int | None = None) -> ChainHistory:
