@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import coincurve
 from eth_hash.auto import keccak
@@ -190,7 +190,13 @@ def recover(digest: bytes, signature: bytes) -> str:
         )
     except Exception as exc:  # coincurve raises bare Exception/ValueError on invalid points
         raise SignatureError(f"signature does not recover to a public key: {exc}") from None
-    return to_checksum_address(keccak(public_key.format(compressed=False)[1:])[-20:])
+    return _checksum(keccak(public_key.format(compressed=False)[1:])[-20:])
+
+
+@lru_cache(maxsize=1 << 16)
+def _checksum(address: bytes) -> str:
+    # eth-utils spends longer checksumming than coincurve spends recovering; signers repeat.
+    return to_checksum_address(address)
 
 
 def address_of(private_key: bytes | str) -> str:
