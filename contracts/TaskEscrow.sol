@@ -9,6 +9,7 @@ import {Nonces} from "@openzeppelin/contracts/utils/Nonces.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {MessageHashUtils} from "@openzeppelin/contracts/utils/cryptography/MessageHashUtils.sol";
 import {IReputation} from "./interfaces/IReputation.sol";
 import {ITaskEscrow} from "./interfaces/ITaskEscrow.sol";
 
@@ -45,8 +46,11 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
     /// Sum of funds + pending * reward over the token's batches plus its account balances.
     mapping(address token => uint256) private _totalOwed;
     mapping(address requester => mapping(address worker => bool)) private _blocked;
+    /// Workers a requester blocks: while 0, submission skips the per-answer block-list lookup.
+    mapping(address requester => uint256) private _blockedCount;
 
-    /// The batch being submitted to, cached across a run of answers of the same batch.
+    /// The batch being submitted to, cached across a run of answers of the same batch
+    /// (full-width fields: cheaper in memory than packed ones).
     struct SubmitRun {
         uint256 batchId;
         address requester; // address(0): unknown batch
@@ -55,15 +59,17 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         uint256 taskCount;
         uint256 answersPerTask;
         uint256 minReputation;
-        uint256 reward;
+        uint256 cost; // reward + relayFee, taken from funds per accepted answer
         uint256 relayFee;
         uint256 funds;
         uint256 pending;
         uint256 accepted;
+        bool screenBlocked; // the requester has blocked someone: look workers up
+        bytes32 domainSeparator;
     }
 
-    /// Review of one batch's answers: the answer word being updated (written back when the key
-    /// changes) and the run of consecutive answers of one worker (credited together).
+    /// Review of one batch's answers and the run of consecutive answers of one worker
+    /// (credited together).
     struct ReviewRun {
         uint256 batchId;
         address requester;
@@ -71,11 +77,8 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         uint256 reward;
         uint256 reviewWindow;
         IReputation.Outcome outcome;
-        uint256 flip; // PENDING ^ new status
-        uint256 key;
-        uint256 word;
-        address worker;
-        uint256 count;
+        address worker; // of the current run
+        uint256 count; // answers in the current run
     }
 
     constructor(IReputation reputation_) {
@@ -159,21 +162,17 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         nonReentrant
         returns (uint256 accepted)
     {
-        if (answers.length != signatures.length) revert EscrowLengthMismatch(answers.length, signatures.length);
+        uint256 count = answers.length;
+        if (count != signatures.length) revert EscrowLengthMismatch(count, signatures.length);
         SubmitRun memory run;
-        for (uint256 i; i < answers.length;) {
-            Answer calldata answer = answers[i];
-            uint64 batchId = answer.batchId;
+        run.domainSeparator = _domainSeparatorV4();
+        for (uint256 i; i < count;) {
+            uint256 batchId = _batchIdAt(answers, i);
             if (batchId != run.batchId) {
                 accepted += _closeRun(run);
                 _openRun(run, batchId);
             }
-            (bool ok, SkipReason reason) = _accept(run, answer, signatures[i]);
-            if (ok) {
-                emit AnswerSubmitted(batchId, answer.worker, msg.sender, answer.taskIndex, answer.answerDigest);
-            } else {
-                emit AnswerSkipped(batchId, answer.worker, answer.taskIndex, reason);
-            }
+            _submit(run, answers, signatures, i);
             unchecked {
                 ++i;
             }
@@ -197,12 +196,18 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
     // ---------------------------------------------------------------- workers
 
     function blockWorker(address worker, bytes calldata reasonCid) external {
-        _blocked[msg.sender][worker] = true;
+        if (!_blocked[msg.sender][worker]) {
+            _blocked[msg.sender][worker] = true;
+            ++_blockedCount[msg.sender];
+        }
         emit WorkerBlocked(msg.sender, worker, reasonCid);
     }
 
     function unblockWorker(address worker) external {
-        _blocked[msg.sender][worker] = false;
+        if (_blocked[msg.sender][worker]) {
+            _blocked[msg.sender][worker] = false;
+            --_blockedCount[msg.sender];
+        }
         emit WorkerUnblocked(msg.sender, worker);
     }
 
@@ -348,20 +353,22 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
 
     // ---------------------------------------------------------------- internals: submission
 
-    function _openRun(SubmitRun memory run, uint64 batchId) private view {
-        Batch storage b = _batches[batchId];
+    function _openRun(SubmitRun memory run, uint256 batchId) private view {
+        Batch storage b = _batches[uint64(batchId)];
+        address requester = b.requester;
         run.batchId = batchId;
-        run.requester = b.requester;
+        run.requester = requester;
         run.deadline = b.deadline;
         run.answersPerTask = b.answersPerTask;
         run.token = b.token;
         run.taskCount = b.taskCount;
         run.minReputation = b.minReputation;
-        run.reward = b.reward;
         run.relayFee = b.relayFee;
+        run.cost = uint256(b.reward) + b.relayFee;
         run.funds = b.funds;
         run.pending = b.pending;
         run.accepted = 0;
+        run.screenBlocked = requester != address(0) && _blockedCount[requester] != 0;
     }
 
     /// Writes back the run's batch funds and pending count and pays the relay its fees.
@@ -375,59 +382,116 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         if (fees != 0) _balances[run.token][msg.sender] += fees;
     }
 
-    /// Accepts one answer into the run, or returns why not.
-    function _accept(SubmitRun memory run, Answer calldata answer, bytes calldata signature)
+    /// Accepts or skips answers[i] of the run's batch, and says which.
+    function _submit(SubmitRun memory run, Answer[] calldata answers, bytes[] calldata signatures, uint256 i)
         private
-        returns (bool ok, SkipReason reason)
     {
-        if (run.requester == address(0)) return (false, SkipReason.UnknownBatch);
-        if (block.timestamp > run.deadline) return (false, SkipReason.PastDeadline);
-        uint256 taskIndex = answer.taskIndex;
-        if (taskIndex >= run.taskCount) return (false, SkipReason.TaskOutOfRange);
-        uint256 cost = run.reward + run.relayFee;
-        if (run.funds < cost) return (false, SkipReason.InsufficientFunds);
+        (uint64 batchId, uint32 taskIndex, bytes32 answerDigest, address worker) = _answerAt(answers, i);
+        uint256 skip = _accept(run, taskIndex, answerDigest, worker, _signatureAt(signatures, i));
+        if (skip == 0) {
+            emit AnswerSubmitted(batchId, worker, msg.sender, taskIndex, answerDigest);
+        } else {
+            emit AnswerSkipped(batchId, worker, taskIndex, SkipReason(skip - 1));
+        }
+    }
 
-        address worker = answer.worker;
-        uint256 answerKey = _answerKey(run.batchId, worker, taskIndex);
-        uint256 word = _answerWords[answerKey];
+    /// Accepts one answer into the run: 0, or 1 + the SkipReason why not. Cheap checks first,
+    /// then the signature, the requester's block list and the worker's reputation.
+    function _accept(
+        SubmitRun memory run,
+        uint256 taskIndex,
+        bytes32 answerDigest,
+        address worker,
+        bytes calldata signature
+    ) private returns (uint256) {
+        if (run.requester == address(0)) return 1 + uint256(SkipReason.UnknownBatch);
+        if (block.timestamp > run.deadline) return 1 + uint256(SkipReason.PastDeadline);
+        if (taskIndex >= run.taskCount) return 1 + uint256(SkipReason.TaskOutOfRange);
+        if (run.funds < run.cost) return 1 + uint256(SkipReason.InsufficientFunds);
+
+        // Storage slots of the two mapping entries, hashed once for the read and the write.
+        uint256 wordSlot = _slotOf(_answerWordsSlot(), _answerKey(run.batchId, worker, taskIndex));
+        uint256 word = _load(wordSlot);
         uint256 statusShift = _statusShift(taskIndex);
-        if ((word >> statusShift) & STATUS_MASK != 0) return (false, SkipReason.AlreadyAnswered);
-        uint256 countKey = _countKey(run.batchId, taskIndex);
-        uint256 counts = _answerCounts[countKey];
+        if ((word >> statusShift) & STATUS_MASK != 0) return 1 + uint256(SkipReason.AlreadyAnswered);
+        uint256 countsSlot = _slotOf(_answerCountsSlot(), _countKey(run.batchId, taskIndex));
+        uint256 counts = _load(countsSlot);
         uint256 countShift = _countShift(taskIndex);
-        if ((counts >> countShift) & 0xff >= run.answersPerTask) return (false, SkipReason.TaskFull);
+        if ((counts >> countShift) & 0xff >= run.answersPerTask) return 1 + uint256(SkipReason.TaskFull);
 
-        (ok, reason) = _checkWorker(run, answer, signature);
-        if (!ok) return (false, reason);
+        uint256 skip = _screenWorker(run, taskIndex, answerDigest, worker, signature);
+        if (skip != 0) return skip;
 
-        _answerWords[answerKey] =
+        _store(
+            wordSlot,
             (word & ~(type(uint256).max << TIMESTAMP_SHIFT)) | (block.timestamp << TIMESTAMP_SHIFT)
-                | (PENDING << statusShift);
-        _answerCounts[countKey] = counts + (1 << countShift);
+                | (PENDING << statusShift)
+        );
+        _store(countsSlot, counts + (1 << countShift));
         unchecked {
-            run.funds -= cost;
+            run.funds -= run.cost;
             run.pending += 1;
             run.accepted += 1;
         }
-        return (true, reason);
+        return 0;
     }
 
-    /// The worker signed the answer, is not blocked by the requester and has the reputation.
-    function _checkWorker(SubmitRun memory run, Answer calldata answer, bytes calldata signature)
-        private
-        view
-        returns (bool ok, SkipReason reason)
-    {
-        address worker = answer.worker;
-        bytes32 digest =
-            _hashTypedDataV4(_answerStructHash(run.batchId, answer.taskIndex, answer.answerDigest, worker));
-        address signer = _recover(digest, signature);
-        if (signer != worker || signer == address(0)) return (false, SkipReason.BadSignature);
-        if (_blocked[run.requester][worker]) return (false, SkipReason.WorkerBlocked);
+    /// 0 if the worker signed the answer, is not blocked by the requester and has the
+    /// reputation the batch asks for; 1 + the SkipReason otherwise.
+    function _screenWorker(
+        SubmitRun memory run,
+        uint256 taskIndex,
+        bytes32 answerDigest,
+        address worker,
+        bytes calldata signature
+    ) private view returns (uint256) {
+        bytes32 structHash = _answerStructHash(run.batchId, taskIndex, answerDigest, worker);
+        address signer = _recover(MessageHashUtils.toTypedDataHash(run.domainSeparator, structHash), signature);
+        if (signer != worker || signer == address(0)) return 1 + uint256(SkipReason.BadSignature);
+        if (run.screenBlocked && _blocked[run.requester][worker]) return 1 + uint256(SkipReason.WorkerBlocked);
         if (run.minReputation != 0 && !_reputation.meets(worker, uint32(run.minReputation))) {
-            return (false, SkipReason.ReputationTooLow);
+            return 1 + uint256(SkipReason.ReputationTooLow);
         }
-        return (true, reason);
+        return 0;
+    }
+
+    /// answers[i] without re-validating the array per field: Answer is a static 4-word struct, so
+    /// element i sits at answers.offset + 128 * i, inside calldata (checked on entry). Fields
+    /// with dirty high bits are not a canonical encoding and revert, as Solidity's accessors do.
+    function _answerAt(Answer[] calldata answers, uint256 i)
+        private
+        pure
+        returns (uint64 batchId, uint32 taskIndex, bytes32 answerDigest, address worker)
+    {
+        uint256 rawBatchId;
+        uint256 rawTaskIndex;
+        uint256 rawWorker;
+        assembly ("memory-safe") {
+            let p := add(answers.offset, shl(7, i))
+            rawBatchId := calldataload(p)
+            rawTaskIndex := calldataload(add(p, 0x20))
+            answerDigest := calldataload(add(p, 0x40))
+            rawWorker := calldataload(add(p, 0x60))
+        }
+        if ((rawBatchId >> 64) | (rawTaskIndex >> 32) | (rawWorker >> 160) != 0) revert();
+        return (uint64(rawBatchId), uint32(rawTaskIndex), answerDigest, address(uint160(rawWorker)));
+    }
+
+    /// answers[i].batchId, unvalidated: only compared here, _answerAt validates it.
+    function _batchIdAt(Answer[] calldata answers, uint256 i) private pure returns (uint256 batchId) {
+        assembly ("memory-safe") {
+            batchId := calldataload(add(answers.offset, shl(7, i)))
+        }
+    }
+
+    /// signatures[i]. An offset or length pointing past the calldata reads zeros: an invalid
+    /// signature, skipped, never an out-of-bounds read.
+    function _signatureAt(bytes[] calldata signatures, uint256 i) private pure returns (bytes calldata signature) {
+        assembly ("memory-safe") {
+            let start := add(signatures.offset, calldataload(add(signatures.offset, shl(5, i))))
+            signature.length := calldataload(start)
+            signature.offset := add(start, 0x20)
+        }
     }
 
     function _answerStructHash(uint256 batchId, uint256 taskIndex, bytes32 answerDigest, address worker)
@@ -435,8 +499,8 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         pure
         returns (bytes32 structHash)
     {
-        // keccak256(abi.encode(ANSWER_TYPEHASH, batchId, taskIndex, answerDigest, worker)) without
-        // allocating: a relay submits hundreds of answers per transaction.
+        // keccak256(abi.encode(ANSWER_TYPEHASH, batchId, taskIndex, answerDigest, worker)) in
+        // scratch memory: a relay submits hundreds of answers per transaction.
         bytes32 typeHash = ANSWER_TYPEHASH;
         assembly ("memory-safe") {
             let m := mload(0x40)
@@ -449,7 +513,8 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         }
     }
 
-    /// Signer of a 65-byte or 64-byte (EIP-2098) signature; address(0) if invalid.
+    /// Signer of a 65-byte (r, s, v) or 64-byte EIP-2098 (r, vs) signature; address(0) if invalid
+    /// (any other length, high s, v not 27/28, no recoverable key).
     function _recover(bytes32 digest, bytes calldata signature) private pure returns (address signer) {
         if (signature.length == 65) {
             (signer,,) = ECDSA.tryRecoverCalldata(digest, signature);
@@ -467,7 +532,8 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
     // ---------------------------------------------------------------- internals: review
 
     /// Settles pending answers of one batch: approve, reject or release. Consecutive answers of
-    /// one worker share one balance update and one reputation record.
+    /// one worker share one balance update and one reputation record; consecutive answers in one
+    /// answer word share one storage write.
     function _review(
         uint64 batchId,
         AnswerRef[] calldata answers,
@@ -486,64 +552,82 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         run.token = b.token;
         run.reward = b.reward;
         run.reviewWindow = b.reviewWindow;
-        run.flip = PENDING ^ (outcome == IReputation.Outcome.Rejected ? REJECTED : PAID);
 
+        uint256 key; // of the answer word in `word`, written back when the key changes
+        uint256 word;
         for (uint256 i; i < answers.length;) {
-            address worker = answers[i].worker;
-            uint32 taskIndex = answers[i].taskIndex;
-            _settleAnswer(run, worker, taskIndex);
+            (address worker, uint32 taskIndex) = _refAt(answers, i);
+            uint256 nextKey = _answerKey(batchId, worker, taskIndex);
+            if (nextKey != key) {
+                if (key != 0) _answerWords[key] = word;
+                key = nextKey;
+                word = _answerWords[nextKey];
+            }
+            word = _settle(run, word, worker, taskIndex);
             if (outcome == IReputation.Outcome.Approved) {
                 emit AnswerApproved(batchId, worker, taskIndex);
             } else if (outcome == IReputation.Outcome.Released) {
                 emit AnswerReleased(batchId, worker, taskIndex);
             } else {
-                _answerCounts[_countKey(batchId, taskIndex)] -= 1 << _countShift(taskIndex);
+                _reopenTask(batchId, taskIndex);
                 emit AnswerRejected(batchId, worker, taskIndex, reasonCid);
             }
             unchecked {
                 ++i;
             }
         }
-        if (run.key != 0) _answerWords[run.key] = run.word;
+        if (key != 0) _answerWords[key] = word;
         _creditRun(run);
 
-        uint256 count = answers.length;
-        b.pending -= uint64(count);
-        if (outcome == IReputation.Outcome.Rejected) b.funds += uint128(count * run.reward);
+        b.pending -= uint64(answers.length);
+        if (outcome == IReputation.Outcome.Rejected) b.funds += uint128(answers.length * run.reward);
     }
 
-    /// Marks one pending answer paid or rejected in the cached answer word, inside or after its
-    /// review window as the outcome requires, and adds it to the worker's run.
-    function _settleAnswer(ReviewRun memory run, address worker, uint32 taskIndex) private {
+    /// `word` with the worker's pending answer to `taskIndex` marked paid or rejected, inside or
+    /// after its review window as the outcome requires; adds the answer to the worker's run.
+    function _settle(ReviewRun memory run, uint256 word, address worker, uint32 taskIndex) private returns (uint256) {
         uint64 batchId = uint64(run.batchId);
-        uint256 key = _answerKey(batchId, worker, taskIndex);
-        if (key != run.key) {
-            if (run.key != 0) _answerWords[run.key] = run.word;
-            run.key = key;
-            run.word = _answerWords[key];
-        }
-        uint256 word = run.word;
         uint256 shift = _statusShift(taskIndex);
         uint256 status = (word >> shift) & STATUS_MASK;
         if (status != PENDING) revert EscrowAnswerNotPending(batchId, worker, taskIndex, AnswerStatus(status));
         uint256 reviewDeadline = (word >> TIMESTAMP_SHIFT) + run.reviewWindow;
-        if (run.outcome == IReputation.Outcome.Released) {
+        IReputation.Outcome outcome = run.outcome;
+        if (outcome == IReputation.Outcome.Released) {
             if (block.timestamp <= reviewDeadline) {
                 revert EscrowReviewWindowOpen(batchId, worker, taskIndex, uint64(reviewDeadline));
             }
         } else if (block.timestamp > reviewDeadline) {
             revert EscrowReviewWindowClosed(batchId, worker, taskIndex, uint64(reviewDeadline));
         }
-        run.word = word ^ (run.flip << shift);
-
         if (worker != run.worker) {
             _creditRun(run);
             run.worker = worker;
-            run.count = 0;
+            run.count = 1;
+        } else {
+            unchecked {
+                ++run.count;
+            }
         }
-        unchecked {
-            ++run.count;
+        // Pending (01) becomes Paid (10) or Rejected (11).
+        return word ^ ((outcome == IReputation.Outcome.Rejected ? PENDING ^ REJECTED : PENDING ^ PAID) << shift);
+    }
+
+    /// A rejected answer frees its task's slot for another worker.
+    function _reopenTask(uint256 batchId, uint256 taskIndex) private {
+        _answerCounts[_countKey(batchId, taskIndex)] -= 1 << _countShift(taskIndex);
+    }
+
+    /// answers[i] of a static 2-word AnswerRef array (bounds checked on entry, fields here).
+    function _refAt(AnswerRef[] calldata answers, uint256 i) private pure returns (address, uint32) {
+        uint256 rawWorker;
+        uint256 rawTaskIndex;
+        assembly ("memory-safe") {
+            let p := add(answers.offset, shl(6, i))
+            rawWorker := calldataload(p)
+            rawTaskIndex := calldataload(add(p, 0x20))
         }
+        if ((rawWorker >> 160) | (rawTaskIndex >> 32) != 0) revert();
+        return (address(uint160(rawWorker)), uint32(rawTaskIndex));
     }
 
     /// Credits the run's rewards to its worker (unless rejected) and records the outcome.
@@ -574,6 +658,39 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
     }
 
     // ---------------------------------------------------------------- internals: packing
+
+    /// Storage slot of `map[key]` for a mapping(uint256 => uint256) at `mapSlot` (Solidity's rule).
+    function _slotOf(uint256 mapSlot, uint256 key) private pure returns (uint256 slot) {
+        assembly ("memory-safe") {
+            mstore(0x00, key)
+            mstore(0x20, mapSlot)
+            slot := keccak256(0x00, 0x40)
+        }
+    }
+
+    function _answerWordsSlot() private pure returns (uint256 slot) {
+        assembly ("memory-safe") {
+            slot := _answerWords.slot
+        }
+    }
+
+    function _answerCountsSlot() private pure returns (uint256 slot) {
+        assembly ("memory-safe") {
+            slot := _answerCounts.slot
+        }
+    }
+
+    function _load(uint256 slot) private view returns (uint256 value) {
+        assembly ("memory-safe") {
+            value := sload(slot)
+        }
+    }
+
+    function _store(uint256 slot, uint256 value) private {
+        assembly ("memory-safe") {
+            sstore(slot, value)
+        }
+    }
 
     function _answerKey(uint256 batchId, address worker, uint256 taskIndex) private pure returns (uint256) {
         return (batchId << 192) | ((taskIndex / TASKS_PER_WORD) << 160) | uint160(worker);
