@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgres
 
 from kempelen.audit.content import open_source
 from kempelen.audit.model import Progress
+from kempelen.audit.report import print_summary
 from kempelen.audit.runner import run_audit
 from kempelen.errors import KempelenError
 
@@ -59,20 +60,13 @@ def audit(
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
     """Audit an escrow: money, payouts, signatures, content, reputation, timing."""
-    from kempelen.audit.html import write_html
-    from kempelen.audit.report import print_summary, write_json
-
     console, errors = Console(), Console(stderr=True)
     source = None
     try:
         source = open_source(str(content) if content else None, gateway, kubo)
         progress = Progress() if quiet else BarProgress(errors)
         report = run_audit(rpc, escrow, source, from_block=from_block, to_block=to_block,
-                           batches=batch or (), progress=progress)
-        if json_out:
-            write_json(report, json_out)
-        if html_out:
-            write_html(report, html_out)
+                           batches=batch or (), progress=progress, json_path=json_out, html_path=html_out)
     except (KempelenError, OSError) as exc:
         errors.print(f"[red]audit failed:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None

@@ -32,6 +32,9 @@ class ContentSource(ABC):
     """Blocks by CID, each verified against its CID before it is returned."""
 
     name: str
+    # Parallel fetches worth running: network sources wait on I/O; a local directory is
+    # read faster by one thread than by several contending for the GIL.
+    concurrency: int = 1
 
     @abstractmethod
     def get_block(self, cid: CID) -> bytes:
@@ -83,6 +86,7 @@ class TrustlessGateway(ContentSource):
             raise AuditError(f"--gateway must be an http(s) URL, got {base_url!r}")
         self.base = base_url.rstrip("/")
         self.name = f"gateway {self.base}"
+        self.concurrency = 8
         self._client = httpx.Client(timeout=timeout)
 
     def _get(self, cid: CID, fmt: str) -> httpx.Response:
@@ -121,6 +125,7 @@ class KuboSource(ContentSource):
         if not base_url.startswith(("http://", "https://")):
             raise AuditError(f"--kubo must be an http(s) URL, got {base_url!r}")
         self.name = f"kubo {base_url}"
+        self.concurrency = 8
         self._kubo = KuboRPC(base_url, timeout=timeout)
 
     def get_block(self, cid: CID) -> bytes:
@@ -148,21 +153,24 @@ def file_verdict(source: ContentSource, cid: CID) -> str | None:
     return None
 
 
-def check_files(
-    source: ContentSource, cids: Iterable[CID], progress: Progress | None = None, threads: int = 4
-) -> dict[CID, str | None]:
-    """Verdicts for many files, fetched on a few threads (disk and HTTP waits, sha256 drop the GIL)."""
+def check_files(source: ContentSource, cids: Iterable[CID], progress: Progress | None = None) -> dict[CID, str | None]:
+    """Verdicts for many files, on as many threads as the source's waits make worthwhile."""
     unique = list(dict.fromkeys(cids))
     progress = progress or Progress()
     progress.begin("fetching content", len(unique))
     verdicts: dict[CID, str | None] = {}
     step = 256
-    with ThreadPoolExecutor(max_workers=threads) as pool:
+    pool = ThreadPoolExecutor(max_workers=source.concurrency) if source.concurrency > 1 else None
+    try:
         for start in range(0, len(unique), step):
             chunk = unique[start : start + step]
-            for cid, verdict in zip(chunk, pool.map(lambda c: file_verdict(source, c), chunk)):
-                verdicts[cid] = verdict
+            fetched = pool.map(lambda c: file_verdict(source, c), chunk) if pool else (
+                file_verdict(source, c) for c in chunk)
+            verdicts.update(zip(chunk, fetched))
             progress.advance(len(chunk))
+    finally:
+        if pool is not None:
+            pool.shutdown()
     progress.end()
     return verdicts
 

@@ -16,11 +16,14 @@ SHOWN_FINDINGS = 12
 
 
 def amount(value: int, totals: TokenTotals) -> str:
-    """A token amount in whole units, e.g. 1.25 ETH or 300.000000 tUSDC."""
+    """A token amount in whole units to at most 6 decimals, e.g. 1.25 ETH or 300 tUSDC."""
     whole, frac = divmod(abs(value), 10**totals.decimals)
     digits = min(totals.decimals, 6)
     text = f"{whole:,}.{frac * 10**digits // 10**totals.decimals:0{digits}d}" if digits else f"{whole:,}"
-    return f"{'-' if value < 0 else ''}{text} {totals.symbol}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    approximate = "~" if frac * 10**digits % 10**totals.decimals else ""
+    return f"{'-' if value < 0 else ''}{approximate}{text} {totals.symbol}"
 
 
 def to_json(report: AuditReport) -> dict:
@@ -92,16 +95,15 @@ def write_json(report: AuditReport, path: Path) -> None:
 def print_summary(report: AuditReport, console: Console | None = None) -> None:
     """Totals per token, then the verdict and the first findings."""
     console = console or Console()
-    table = Table(title=f"Audit of escrow {report.escrow} (chain {report.chain_id}, blocks "
-                        f"{report.from_block}..{report.to_block})", title_justify="left")
-    for column in ("token", "batches", "answers", "paid to workers", "refunded", "withdrawn", "balance",
-                   "surplus"):
+    table = Table(title=f"Audit of escrow {report.escrow}\nchain {report.chain_id}, blocks "
+                        f"{report.from_block}..{report.to_block}", title_justify="left")
+    for column in ("token", "batches", "answers", "paid", "refunded", "balance", "surplus"):
         table.add_column(column, justify="left" if column == "token" else "right")
     for token, totals in report.tokens.items():
         batches = [b for b in report.batches.values() if b.token == token]
         table.add_row(totals.symbol, str(len(batches)), str(sum(b.submitted for b in batches)),
                       amount(totals.paid_to_workers + totals.bonuses, totals), amount(totals.reclaimed, totals),
-                      amount(totals.withdrawn, totals), amount(totals.balance, totals),
+                      amount(totals.balance, totals),
                       amount(totals.surplus, totals) if totals.surplus else "-")
     console.print(table)
     console.print(f"{report.answers_audited} answers, {report.signatures_checked} signatures re-verified, "

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from pathlib import Path
+
+from rich.console import Console
 
 from kempelen.audit import checks
-from kempelen.audit.content import ContentSource, check_files, file_verdict
-from kempelen.audit.model import AuditReport, Finding, Progress
+from kempelen.audit.content import ContentSource, DirectoryStore, check_files, file_verdict
+from kempelen.audit.html import write_html
+from kempelen.audit.model import AuditError, AuditReport, Finding, Progress
+from kempelen.audit.report import print_summary, write_json
 from kempelen.audit.replay import Replay
 from kempelen.audit.rpc import Rpc
 from kempelen.audit.scan import ChainHistory, Scanner
@@ -19,16 +24,39 @@ from kempelen.protocol.cid import CID, raw_cid
 def run_audit(
     rpc_url: str,
     escrow: str,
-    source: ContentSource,
+    source: ContentSource | None = None,
     *,
+    content_dir: str | Path | None = None,
     from_block: int = 0,
     to_block: int | None = None,
     batches: Iterable[int] = (),
     progress: Progress | None = None,
     workers: int | None = None,
+    json_path: Path | None = None,
+    html_path: Path | None = None,
+    console: Console | None = None,
 ) -> AuditReport:
-    """Audit `escrow` over [from_block, to_block] (default: its whole history up to the head)."""
-    progress = progress or Progress()
+    """Audit `escrow` over [from_block, to_block] (default: its whole history up to the head).
+
+    Content comes from `source`, or from the embedded store at `content_dir`. With `json_path`
+    / `html_path` the reports are written there; with `console` the summary is printed on it.
+    """
+    if source is None:
+        if content_dir is None:
+            raise AuditError("run_audit needs a content source or a content_dir")
+        source = DirectoryStore(content_dir)
+    report = _audit(rpc_url, escrow, source, from_block, to_block, batches, progress or Progress(), workers)
+    if json_path is not None:
+        write_json(report, Path(json_path))
+    if html_path is not None:
+        write_html(report, Path(html_path))
+    if console is not None:
+        print_summary(report, console)
+    return report
+
+
+def _audit(rpc_url: str, escrow: str, source: ContentSource, from_block: int, to_block: int | None,
+           batches: Iterable[int], progress: Progress, workers: int | None) -> AuditReport:
     started = time.perf_counter()
     rpc = Rpc(rpc_url)
     try:

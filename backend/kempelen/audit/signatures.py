@@ -9,8 +9,10 @@ while the main process verifies content, so both cores stay busy.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 
 from kempelen.protocol.signing import Answer, Domain, SignatureError, recover
@@ -46,9 +48,11 @@ class Recovery:
         self._pool: ProcessPoolExecutor | None = None
         self._futures: list[Future] = []
         self.cpu_seconds = 0.0
-        if len(items) >= POOL_THRESHOLD and workers > 1:
-            # forkserver: forking a process that runs progress-bar or HTTP threads is unsafe.
-            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("forkserver"))
+        # fork, and only from a single-threaded process: a fork can inherit a lock another thread
+        # held. (spawn/forkserver would re-import the caller's __main__, which library callers'
+        # scripts need not guard.) Otherwise recovery runs in this process.
+        if len(items) >= POOL_THRESHOLD and workers > 1 and threading.active_count() == 1:
+            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork"))
             self._futures = [self._pool.submit(_recover_chunk, chunk) for chunk in self._chunks]
 
     def close(self) -> None:
@@ -59,10 +63,14 @@ class Recovery:
     def result(self) -> list[str]:
         """Signers in item order; waits for the pool if one is running."""
         try:
-            if self._pool is None:
+            outcomes = None
+            if self._pool is not None:
+                try:
+                    outcomes = [future.result() for future in self._futures]
+                except BrokenProcessPool:  # a worker was killed (e.g. out of memory): do it here
+                    outcomes = None
+            if outcomes is None:
                 outcomes = [_recover_chunk(chunk) for chunk in self._chunks]
-            else:
-                outcomes = [future.result() for future in self._futures]
         finally:
             if self._pool is not None:
                 self._pool.shutdown()
