@@ -223,7 +223,7 @@ class Demo:
         json_path, html_path = self.workdir / "audit.json", self.workdir / "audit.html"
         report = run_audit(rpc_url=rpc_url, escrow=deployment.escrow, content_dir=self.workdir / "store",
                            json_path=json_path, html_path=html_path, console=self.console)
-        return report.discrepancies, [json_path, html_path]
+        return len(report.discrepancies), [json_path, html_path]
 
 
 def chain_blocked(requester: Requester, worker: str) -> bool:
