@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from eth_account import Account
-from sqlalchemy import insert, select
-
 from kempelen.chain.contracts import ETH, Chain
 from kempelen.protocol.cid import raw_cid
 from kempelen.protocol.signing import Answer, Domain, answer_digest, sign
 from kempelen.relay.models import RelayAnswer
 from kempelen.relay.outbox import transactions
+from sqlalchemy import insert, select
 
 answers_table = RelayAnswer.__table__
 
@@ -37,7 +36,7 @@ def signed_rows(domain: Domain, batch_id: int, keys: list[str], count: int, *, f
                 tag: str = "") -> list[dict]:
     """`count` relay_answers rows as the intake stores them, spread over the workers."""
     rows = []
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for i in range(count):
         key = keys[i % len(keys)]
         worker = Account.from_key(key).address

@@ -4,9 +4,6 @@ nonces re-sync, stuck and dropped transactions are recovered, crashes are reconc
 from __future__ import annotations
 
 import pytest
-from eth_account import Account
-from sqlalchemy import update
-
 from kempelen.chain.anvil import Anvil
 from kempelen.chain.contracts import Chain, deploy_protocol
 from kempelen.db import make_engine, migrate
@@ -14,9 +11,17 @@ from kempelen.protocol.signing import Domain
 from kempelen.relay.packing import PackingPolicy
 from kempelen.relay.relayer import PackReverts, Relayer
 from kempelen.relay.submitter import Submitter, SubmitterConfig
+from sqlalchemy import update
 from submitter_support import (
-    answer_rows, answers_table, create_batch, enqueue, rpc, signed_rows, submitted_events,
-    transaction_rows, worker_keys,
+    answer_rows,
+    answers_table,
+    create_batch,
+    enqueue,
+    rpc,
+    signed_rows,
+    submitted_events,
+    transaction_rows,
+    worker_keys,
 )
 
 RELAYER = 8  # dev key index of the relayer; keys[1] funds batches

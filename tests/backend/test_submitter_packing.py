@@ -7,14 +7,21 @@ import os
 import pytest
 from eth_abi import decode as abi_decode
 from eth_account import Account
-
 from kempelen.protocol.events import Event
 from kempelen.protocol.signing import Answer, Domain, answer_digest, recover, sign
 from kempelen.relay.fees import Fees, suggest_fees
 from kempelen.relay.nonces import NonceManager
 from kempelen.relay.packing import (
-    GAS_PER_ANSWER_WORST, GAS_PER_TRANSACTION, SUBMIT_ANSWERS_SELECTOR, PackingPolicy, QueuedAnswer,
-    choose_pack, order_for_gas, split, submit_calldata, unencodable,
+    GAS_PER_ANSWER_WORST,
+    GAS_PER_TRANSACTION,
+    SUBMIT_ANSWERS_SELECTOR,
+    PackingPolicy,
+    QueuedAnswer,
+    choose_pack,
+    order_for_gas,
+    split,
+    submit_calldata,
+    unencodable,
 )
 from kempelen.relay.receipts import outcomes
 

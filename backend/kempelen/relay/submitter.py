@@ -301,3 +301,37 @@ class Submitter:
         if fate is not None and fate.status == "onchain":
             return AnswerOutcome(answer.id, "onchain", fate.block_number, tx_hash=fate.tx_hash)
         return result
+
+
+def open_submitter(database_url: str, rpc_url: str, relayer_key: str, *,
+                   config: SubmitterConfig | None = None) -> Submitter:
+    """A submitter on `database_url` for the deployment the chain at `rpc_url` names."""
+    from kempelen.chain.contracts import Chain
+    from kempelen.db import make_engine
+
+    return Submitter(make_engine(database_url), Relayer(Chain(rpc_url), relayer_key), config)
+
+
+def seconds_to_all_onchain(database_url: str, rpc_url: str, relayer_key: str, *,
+                           config: SubmitterConfig | None = None, timeout: float = 600.0) -> float:
+    """Run a submitter in this process until every queued answer is settled; the seconds it took.
+
+    For benchmarks: `python -m kempelen.relay.submitter --drain` prints the same figure.
+    """
+    submitter = open_submitter(database_url, rpc_url, relayer_key, config=config)
+    try:
+        return submitter.drain(timeout)
+    finally:
+        submitter.lock.release()
+        submitter.engine.dispose()
+
+
+def main() -> None:
+    """`python -m kempelen.relay.submitter`: the submitter alone (options or KEMPELEN_* variables)."""
+    from kempelen.relay.cli import submit_app
+
+    submit_app(prog_name="python -m kempelen.relay.submitter")
+
+
+if __name__ == "__main__":
+    main()
