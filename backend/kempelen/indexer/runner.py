@@ -15,11 +15,10 @@ from eth_utils import to_checksum_address
 
 from kempelen.chain import artifacts
 from kempelen.db import make_engine, migrate
+from kempelen.indexer.decoding import LogDecoder
 from kempelen.indexer.errors import IndexerError, RangeTooLarge, ReorgTooDeep, RpcError
-from kempelen.indexer.projection import event_row
 from kempelen.indexer.source import JsonRpcSource, LogSource, RangeSizer
 from kempelen.indexer.store import Checkpoint, IndexStore
-from kempelen.protocol.events import EventDecoder
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +39,8 @@ class Step:
         return self.last_block >= self.target_block and self.fork_block is None
 
 
-def protocol_decoder() -> EventDecoder:
-    return EventDecoder(artifacts.load("TaskEscrow").abi, artifacts.load("Reputation").abi)
+def protocol_decoder(chain_id: int) -> LogDecoder:
+    return LogDecoder(chain_id, artifacts.load("TaskEscrow").abi, artifacts.load("Reputation").abi)
 
 
 class Indexer:
@@ -49,14 +48,14 @@ class Indexer:
 
     def __init__(self, source: LogSource, store: IndexStore, *, from_block: int = 0,
                  confirmations: int = 0, sizer: RangeSizer | None = None,
-                 decoder: EventDecoder | None = None):
+                 decoder: LogDecoder | None = None):
         if confirmations < 0:
             raise IndexerError("confirmations must be 0 or more")
         self.source = source
         self.store = store
         self.confirmations = confirmations
         self.sizer = sizer or RangeSizer()
-        self.decoder = decoder or protocol_decoder()
+        self.decoder = decoder or protocol_decoder(store.chain_id)
         self.checkpoint = store.open(from_block)
 
     def step(self) -> Step:
@@ -89,20 +88,19 @@ class Indexer:
 
     def _rows(self, logs: list[dict], first: int, last: int) -> tuple[list[dict], dict[int, str]]:
         rows, hashes = [], {}
-        chain_id = self.store.chain_id
         for log in logs:
             try:
-                event = self.decoder.decode(log)
-            except Exception as exc:  # eth-abi raises several types on malformed data
+                row = self.decoder.row(log)
+            except Exception as exc:  # noqa: BLE001  eth-abi raises many types on malformed data
                 raise IndexerError(f"undecodable log {log.get('logIndex')} in block "
                                    f"{log.get('blockNumber')}: {exc}") from None
-            if event is None:
+            if row is None:
                 continue  # not one of the protocol's events (e.g. a future upgrade's)
-            if not first <= event.block_number <= last:
+            if not first <= row["block_number"] <= last:
                 raise RpcError(f"eth_getLogs for blocks {first}-{last} returned a log of block "
-                               f"{event.block_number}")
-            rows.append(event_row(chain_id, event))
-            hashes[event.block_number] = event.block_hash
+                               f"{row['block_number']}")
+            rows.append(row)
+            hashes[row["block_number"]] = row["block_hash"]
         return rows, hashes
 
     def _recover(self, cp: Checkpoint, target: int) -> Step:
@@ -167,7 +165,7 @@ class IndexerThread:
     def _run(self, poll_interval: float) -> None:
         try:
             self.indexer.follow(self.stop_event, poll_interval)
-        except BaseException as exc:  # kept for the owner to report; the thread just ends
+        except BaseException as exc:  # noqa: BLE001  kept for the owner to report; the thread just ends
             log.error("indexer stopped: %s", exc)
             self.error = exc
 

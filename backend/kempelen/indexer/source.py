@@ -68,10 +68,12 @@ class RangeSizer:
         self.minimum, self.maximum, self.target_logs = minimum, maximum, target_logs
 
     def fetched(self, blocks: int, logs: int) -> None:
-        if logs > 2 * self.target_logs:
-            self.size = max(self.minimum, self.size // 2)
-        elif logs < self.target_logs // 2 and blocks >= self.size:
-            self.size = min(self.maximum, self.size * 2)
+        """Aim the next range at `target_logs`, growing at most 2x: density changes over time."""
+        if logs:
+            ideal = blocks * self.target_logs // logs
+            self.size = max(self.minimum, min(self.maximum, 2 * self.size, ideal))
+        elif blocks >= self.size:
+            self.size = min(self.maximum, 2 * self.size)
 
     def refused(self, blocks: int) -> None:
         if blocks <= self.minimum:

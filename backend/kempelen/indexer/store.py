@@ -7,11 +7,25 @@ checkpoint with a compare-and-set, which serialises writers of the same chain.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, and_, bindparam, delete, insert, select, tuple_, update
+from sqlalchemy import (
+    JSON,
+    Connection,
+    Engine,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 
 from kempelen.indexer.errors import CheckpointConflict, IndexerError
 from kempelen.indexer.models import (
@@ -119,8 +133,7 @@ class IndexStore:
         pruned_below = max(0, last_block - self.window)
         with self.engine.begin() as conn:
             self._move_checkpoint(conn, expected_last, last_block, block_hashes[last_block])
-            if rows:
-                conn.execute(insert(ChainEvent.__table__), rows)
+            bulk_insert(conn, ChainEvent.__table__, rows)
             terms = self._terms(conn, referenced_batches(rows))
             self._apply(conn, project(self.chain_id, rows, terms))
             blocks = IndexedBlock.__table__
@@ -218,8 +231,7 @@ class IndexStore:
 
     def _apply_answers(self, conn: Connection, changes: Changes) -> None:
         answers = IndexedAnswer.__table__
-        if changes.answers:
-            conn.execute(insert(answers), list(changes.answers.values()))
+        bulk_insert(conn, answers, list(changes.answers.values()))
         if changes.reviews:
             params = [{"k_batch": b, "k_worker": w, "k_task": t,
                        **{f"v_{k}": v for k, v in review.items()}}
@@ -266,6 +278,22 @@ class IndexStore:
         for chunk in _chunks(drops):
             conn.execute(delete(table).where(table.c.chain_id == self.chain_id,
                                              tuple_(*key_cols).in_(chunk)))
+
+
+def bulk_insert(conn: Connection, table: Table, rows: list[dict]) -> None:
+    """Insert many rows: COPY on PostgreSQL (executemany there costs a round trip per row
+    even pipelined, ~3x slower), executemany on SQLite (already in-process and fast)."""
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql":
+        conn.execute(insert(table), rows)
+        return
+    columns = [c.name for c in table.columns]
+    as_json = {c.name for c in table.columns if isinstance(c.type, (JSON, JSONB))}
+    cursor = conn.connection.driver_connection.cursor()
+    with cursor, cursor.copy(f'COPY {table.name} ({", ".join(columns)}) FROM STDIN') as copy:
+        for row in rows:
+            copy.write_row([json.dumps(row[c]) if c in as_json else row[c] for c in columns])
 
 
 def _merge_batch(row: dict, delta: dict) -> dict:
