@@ -7,6 +7,8 @@ import hashlib
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import insert, select
+
 from kempelen.chain import artifacts
 from kempelen.db import Base, make_engine, migrate
 from kempelen.indexer.decoding import LogDecoder
@@ -16,7 +18,6 @@ from kempelen.indexer.projection import BatchTerms, cid_text, event_row, json_va
 from kempelen.indexer.source import RangeSizer
 from kempelen.protocol.cid import raw_cid
 from kempelen.protocol.events import EventDecoder
-from sqlalchemy import insert, select
 
 ESCROW = "0x" + "e5" * 20
 WORKER = "0x" + "77" * 20
