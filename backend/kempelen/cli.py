@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from kempelen.commands import deploy, requester
+from kempelen.indexer import cli as indexer
 from kempelen.ipfs import cli as ipfs
 
 app = typer.Typer(
@@ -15,6 +16,7 @@ app = typer.Typer(
 app.add_typer(requester.app, name="requester")
 app.add_typer(ipfs.app, name="ipfs")
 app.command("deploy")(deploy.deploy)
+app.command("index")(indexer.index)
 
 if __name__ == "__main__":
     app()
