@@ -121,6 +121,11 @@ def settled(tx, event: str) -> list[tuple[str, int]]:
     return [(e["worker"], e["taskIndex"]) for e in tx.events[event]] if event in tx.events else []
 
 
+def status(escrow, batch_id, worker, task_index) -> tuple[int, int]:
+    """answerStatus as plain ints: (AnswerStatus, reviewDeadline)."""
+    return tuple(int(x) for x in escrow.answerStatus(batch_id, worker, task_index))
+
+
 def refs(entries) -> list[tuple[str, int]]:
     """AnswerRef tuples from (worker, batch, task) entries or (worker, task) pairs."""
     return [(e[0].address, e[-1] if len(e) == 2 else e[2]) for e in entries]
@@ -254,6 +259,6 @@ def permit_signature(stablecoin):
 
 __all__ = [
     "DAY", "MANIFEST_CID", "REASON_CID", "USDC", "as_tuple", "deposit_of", "digest_for",
-    "new_batch", "refs", "revert_msg", "reverts", "settled", "sign_answers", "sign_withdrawal",
+    "new_batch", "refs", "status", "revert_msg", "reverts", "settled", "sign_answers", "sign_withdrawal",
     "terms",
 ]
