@@ -13,6 +13,7 @@ from kempelen.errors import KempelenError
 from kempelen.ipfs.gateway import gateway_router
 from kempelen.ipfs.store import ContentStore
 from kempelen.relay.api.main import api_router
+from kempelen.relay.api.routes.answers import AnswerFastPath
 from kempelen.relay.config import Settings
 from kempelen.relay.errors import RelayError
 from kempelen.relay.metrics import MetricsMiddleware
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None, *, chain: Chain | None = None,
     app.include_router(gateway_router(state.store))
     app.add_exception_handler(RelayError, _relay_error)
     app.add_exception_handler(KempelenError, _kempelen_error)
+    app.add_middleware(AnswerFastPath, state=state)
     app.add_middleware(BodyLimit, settings=settings)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     return app

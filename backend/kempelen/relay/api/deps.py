@@ -21,7 +21,7 @@ BatchIdPath = Annotated[int, Path(ge=1, lt=2**63, description="Batch id (uint64,
 TaskIndexPath = Annotated[int, Path(ge=0, lt=2**32, description="Task index (uint32, from 0)")]
 
 
-def get_state(request: Request) -> RelayState:
+async def get_state(request: Request) -> RelayState:  # async: no threadpool hop for a lookup
     return request.app.state.relay
 
 
