@@ -121,6 +121,11 @@ def settled(tx, event: str) -> list[tuple[str, int]]:
     return [(e["worker"], e["taskIndex"]) for e in tx.events[event]] if event in tx.events else []
 
 
+def ints(values) -> tuple[int, ...]:
+    """A returned tuple as plain ints (brownie's ReturnValue does not compare with int tuples)."""
+    return tuple(int(x) for x in values)
+
+
 def status(escrow, batch_id, worker, task_index) -> tuple[int, int]:
     """answerStatus as plain ints: (AnswerStatus, reviewDeadline)."""
     return tuple(int(x) for x in escrow.answerStatus(batch_id, worker, task_index))
@@ -259,6 +264,6 @@ def permit_signature(stablecoin):
 
 __all__ = [
     "DAY", "MANIFEST_CID", "REASON_CID", "USDC", "as_tuple", "deposit_of", "digest_for",
-    "new_batch", "refs", "status", "revert_msg", "reverts", "settled", "sign_answers", "sign_withdrawal",
+    "ints", "new_batch", "refs", "status", "revert_msg", "reverts", "settled", "sign_answers", "sign_withdrawal",
     "terms",
 ]
