@@ -73,10 +73,11 @@ def sign_answers(escrow, entries, compact: bool = False):
     return answers, signatures
 
 
-def sign_withdrawal(escrow, worker, token, nonce: int, deadline: int) -> bytes:
+def sign_withdrawal(escrow, worker, token, nonce: int, deadline: int, signer=None) -> bytes:
+    """The worker's Withdrawal signature (signed by `signer`'s key instead, to forge one)."""
     domain = Domain(chain.id, escrow.address)
     withdrawal = Withdrawal(worker.address, str(token), nonce, deadline)
-    return sign(domain.digest(withdrawal.struct_hash()), worker.private_key)
+    return sign(domain.digest(withdrawal.struct_hash()), (signer or worker).private_key)
 
 
 def terms(token=None, **overrides) -> dict:
