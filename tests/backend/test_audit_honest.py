@@ -193,3 +193,18 @@ def test_fast_decoders_agree_with_eth_abi_on_the_real_history(honest):
         calldata = bytes.fromhex(tx["input"][2:])
         assert calldata[:4] == SUBMIT_SELECTOR
         assert decode_submit_args(calldata[4:]) == decode_submit_args_strict(calldata[4:])
+
+
+def test_gateway_source_verifies_multi_block_files_and_reports_missing_ones(honest, gateway):
+    from kempelen.audit.content import file_verdict
+    from kempelen.protocol.cid import DAG_PB
+
+    big = bytes(range(256)) * 3_000  # 768,000 bytes: a dag-pb root over three 256 KiB leaves
+    cid = honest["store"].put(big)
+    assert cid.codec == DAG_PB
+    source = TrustlessGateway(gateway)
+    try:
+        assert source.read_file(cid) == big
+        assert file_verdict(source, raw_cid(answer_digest(b"never stored"))).startswith("missing")
+    finally:
+        source.close()

@@ -65,10 +65,10 @@ def bar_chart(bars: list[tuple[str, float]]) -> str:
     body = []
     for i, (label, value) in enumerate(bars):
         y = TOP + i * row
-        width = (W - 150 - RIGHT) * value / top
-        body.append(f"<text x='96' y='{y + row * 0.7:.1f}' text-anchor='end' fill='#333'>{escape(label)}</text>")
-        body.append(f"<rect x='100' y='{y + 2:.1f}' width='{width:.1f}' height='{row - 4:.1f}' fill='#2e7d32'/>")
-        body.append(f"<text x='{104 + width:.1f}' y='{y + row * 0.7:.1f}' fill='#555'>{_number(value)}</text>")
+        width = (W - 180 - RIGHT) * value / top
+        body.append(f"<text x='116' y='{y + row * 0.7:.1f}' text-anchor='end' fill='#333'>{escape(label)}</text>")
+        body.append(f"<rect x='120' y='{y + 2:.1f}' width='{width:.1f}' height='{row - 4:.1f}' fill='#2e7d32'/>")
+        body.append(f"<text x='{124 + width:.1f}' y='{y + row * 0.7:.1f}' fill='#555'>{_number(value)}</text>")
     return _svg(body)
 
 
