@@ -32,7 +32,7 @@ from kempelen.relay.packing import (
 )
 from kempelen.relay.receipts import ALREADY_ANSWERED, AnswerOutcome, escrow_decoder, outcomes
 from kempelen.relay.reconcile import chain_fate, resolve_orphans
-from kempelen.relay.relayer import Broadcast, PackReverts, Relayer, SignedTx
+from kempelen.relay.relayer import Broadcast, PackReverts, Receipt, Relayer, SignedTx
 
 log = logging.getLogger("kempelen.relay.submitter")
 
@@ -266,14 +266,14 @@ class Submitter:
             outbox.set_transaction_status(conn, [signed.tx_hash], "dropped")
             outbox.repoint(conn, ids, signed.tx_hash, stuck.tx_hash)
 
-    def settle(self, tx: outbox.TxRecord, receipt, siblings: list[str]) -> None:
+    def settle(self, tx: outbox.TxRecord, receipt: Receipt, siblings: list[str]) -> None:
         """Write what a mined transaction did to each of its answers."""
         with self.engine.connect() as conn:
             pack = outbox.answers_by_id(conn, tx.answer_ids)
-        if receipt["status"] != 1:
+        if receipt.status != 1:
             log.error("transaction %s reverted: isolating its %d answers", tx.tx_hash, len(pack))
             with self.engine.begin() as conn:
-                outbox.set_transaction_status(conn, [tx.tx_hash], "failed", receipt["blockNumber"])
+                outbox.set_transaction_status(conn, [tx.tx_hash], "failed", receipt.block_number)
                 outbox.set_transaction_status(conn, siblings, "replaced")
                 outbox.requeue(conn, tx.answer_ids, from_txs=[tx.tx_hash, *siblings])
             if len(pack) == 1:
@@ -282,12 +282,12 @@ class Submitter:
                 for half in split(pack):  # halving guarantees progress even if estimates pass
                     self.send(half)
             return
-        events = escrow_decoder().decode_all(receipt["logs"])
+        events = escrow_decoder().decode_all(receipt.logs)
         results = outcomes([(a.id, a.key) for a in pack], events, self.relayer.escrow)
         results = [self._already_ours(a, r) for a, r in zip(pack, results)]
         with self.engine.begin() as conn:
             outbox.settle(conn, tx.tx_hash, results)
-            outbox.set_transaction_status(conn, [tx.tx_hash], "mined", receipt["blockNumber"])
+            outbox.set_transaction_status(conn, [tx.tx_hash], "mined", receipt.block_number)
             outbox.set_transaction_status(conn, siblings, "replaced")
         # "missing" answers stay submitted under a mined transaction: orphans, reconciled next.
         if any(r.status == "missing" for r in results):
@@ -304,21 +304,22 @@ class Submitter:
 
 
 def open_submitter(database_url: str, rpc_url: str, relayer_key: str, *,
-                   config: SubmitterConfig | None = None) -> Submitter:
-    """A submitter on `database_url` for the deployment the chain at `rpc_url` names."""
+                   config: SubmitterConfig | None = None, deployment=None) -> Submitter:
+    """A submitter on `database_url` for `deployment` (default: the chain's deployment file)."""
     from kempelen.chain.contracts import Chain
     from kempelen.db import make_engine
 
-    return Submitter(make_engine(database_url), Relayer(Chain(rpc_url), relayer_key), config)
+    return Submitter(make_engine(database_url), Relayer(Chain(rpc_url, deployment), relayer_key), config)
 
 
 def seconds_to_all_onchain(database_url: str, rpc_url: str, relayer_key: str, *,
-                           config: SubmitterConfig | None = None, timeout: float = 600.0) -> float:
+                           config: SubmitterConfig | None = None, deployment=None,
+                           timeout: float = 600.0) -> float:
     """Run a submitter in this process until every queued answer is settled; the seconds it took.
 
     For benchmarks: `python -m kempelen.relay.submitter --drain` prints the same figure.
     """
-    submitter = open_submitter(database_url, rpc_url, relayer_key, config=config)
+    submitter = open_submitter(database_url, rpc_url, relayer_key, config=config, deployment=deployment)
     try:
         return submitter.drain(timeout)
     finally:
