@@ -17,8 +17,6 @@ import time
 from pathlib import Path
 
 from eth_account import Account
-from web3 import Web3
-
 from kempelen.audit import run_audit
 from kempelen.audit.content import DirectoryStore
 from kempelen.chain import artifacts
@@ -27,6 +25,7 @@ from kempelen.chain.contracts import ETH, deploy_protocol
 from kempelen.ipfs.store import ContentStore
 from kempelen.protocol.manifest import BatchManifest
 from kempelen.protocol.signing import Answer, Domain, answer_digest, sign
+from web3 import Web3
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "build" / "bench"

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 
 from eth_account import Account
-from web3 import Web3
-
 from kempelen.chain.contracts import ETH
 from kempelen.ipfs.store import ContentStore
 from kempelen.protocol.cid import CID
 from kempelen.protocol.manifest import BatchManifest
 from kempelen.protocol.signing import Answer, Domain, answer_digest, sign
+from web3 import Web3
 
 
 def address(key: str) -> str:

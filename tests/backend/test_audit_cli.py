@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from typer.testing import CliRunner
-
 from kempelen.audit.cli import app
 from kempelen.chain.anvil import free_port
 from kempelen.ipfs.store import ContentStore
+from typer.testing import CliRunner
 
 NOBODY = "0x000000000000000000000000000000000000dEaD"
 

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from typer.testing import CliRunner
-from web3 import Web3
-
 from _audit_history import History, address
 from kempelen.audit import run_audit
 from kempelen.audit.cli import app
@@ -15,6 +12,8 @@ from kempelen.chain.contracts import ETH, deploy_protocol
 from kempelen.ipfs.store import ContentStore
 from kempelen.protocol.cid import raw_cid
 from kempelen.protocol.signing import answer_digest
+from typer.testing import CliRunner
+from web3 import Web3
 
 SKIP_SIGNATURE_CHECK, PAY_TWICE, UNDER_REFUND = 1, 2, 3  # FaultyEscrow.Fault
 

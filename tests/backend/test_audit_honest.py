@@ -11,9 +11,6 @@ import time
 import httpx
 import jsonschema_rs
 import pytest
-from typer.testing import CliRunner
-from web3 import Web3
-
 from _audit_history import History, address
 from kempelen.audit import run_audit
 from kempelen.audit.cli import app
@@ -25,6 +22,8 @@ from kempelen.chain.contracts import ETH, deploy_protocol
 from kempelen.ipfs.store import ContentStore
 from kempelen.protocol.cid import raw_cid
 from kempelen.protocol.signing import answer_digest
+from typer.testing import CliRunner
+from web3 import Web3
 
 USDC = 10**6
 
@@ -53,13 +52,13 @@ def honest(anvil, keys, tmp_path_factory):
     h.send(requester_b, token.functions.approve(deployment.escrow, 1_000 * USDC))
     usdc_batch = h.create_batch(requester_b, tasks=100, answers_per_task=2, reward=USDC, relay_fee=USDC // 100,
                                 token=token.address, lifetime=3_000, review_window=600)
-    h.answer_all(relayer, usdc_batch, range(0, 50), [w3k])
+    h.answer_all(relayer, usdc_batch, range(50), [w3k])
     h.advance(400)
     h.answer_all(relayer, usdc_batch, range(50, 100), [w3k])
-    h.answer_all(relayer, usdc_batch, range(0, 5), [w4])
+    h.answer_all(relayer, usdc_batch, range(5), [w4])
     h.advance(400)
     # 800 s after the first round: inside the window only by ITaskEscrow's group rule.
-    h.approve(requester_b, usdc_batch, [(w3k, t) for t in range(0, 60)])
+    h.approve(requester_b, usdc_batch, [(w3k, t) for t in range(60)])
     h.reject(requester_b, usdc_batch, [(w4, 0)])
     h.send(requester_b, escrow.functions.extend(usdc_batch, h.now() + 3_000, 2, 10 * USDC))
 
@@ -175,7 +174,11 @@ def test_audit_through_a_trustless_gateway(honest, gateway):
 
 
 def test_fast_decoders_agree_with_eth_abi_on_the_real_history(honest):
-    from kempelen.audit.fastabi import FastEventDecoder, decode_submit_args, decode_submit_args_strict
+    from kempelen.audit.fastabi import (
+        FastEventDecoder,
+        decode_submit_args,
+        decode_submit_args_strict,
+    )
     from kempelen.audit.scan import SUBMIT_SELECTOR
     from kempelen.protocol.events import EventDecoder
 

@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 from kempelen.audit.model import (
-    CONTENT, ETH, MONEY, NOTICE, REPUTATION, SIGNATURES, Finding, TokenTotals,
+    CONTENT,
+    ETH,
+    MONEY,
+    NOTICE,
+    REPUTATION,
+    SIGNATURES,
+    Finding,
+    TokenTotals,
 )
 from kempelen.audit.replay import ReasonRef, Replay, SubmittedAnswer
 from kempelen.audit.scan import SUBMISSION_EVENTS, CalldataAnswer, ChainHistory, ChainState
@@ -169,7 +176,7 @@ def manifest_findings(replay: Replay, manifests: dict[int, bytes | str]) -> tupl
     findings = []
     for batch_id, content in sorted(manifests.items()):
         totals = replay.batches[batch_id].totals
-        where = dict(block=totals.created_block, batch=batch_id)
+        where = {"block": totals.created_block, "batch": batch_id}
         if isinstance(content, str):
             code = "manifest_" + content.split(":", 1)[0]
             findings.append(Finding(CONTENT, code, f"manifest {totals.manifest_cid}: {content}", **where))
@@ -225,8 +232,8 @@ def reason_findings(reasons: list[ReasonRef], verdicts: Verdicts, kind: str) -> 
     findings = []
     for reason in reasons:
         e = reason.event
-        where = dict(block=e.block_number, tx=e.transaction_hash, batch=reason.batch, task=reason.task,
-                     worker=reason.worker)
+        where = {"block": e.block_number, "tx": e.transaction_hash, "batch": reason.batch,
+                 "task": reason.task, "worker": reason.worker}
         if not reason.raw:
             findings.append(Finding(CONTENT, f"{kind}_without_reason", f"{kind} with an empty reason CID",
                                     severity, **where))

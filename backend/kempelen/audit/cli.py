@@ -7,11 +7,12 @@ unreachable RPC or content). Errors are one line on stderr, never a traceback.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as RichProgress
 
 from kempelen.audit.content import open_source
 from kempelen.audit.model import Progress
@@ -50,13 +51,13 @@ def audit(
     rpc: Annotated[str, typer.Option(help="JSON-RPC URL of a node you trust (ideally your own)")],
     escrow: Annotated[str, typer.Option(help="address of the TaskEscrow to audit")],
     from_block: Annotated[int, typer.Option(help="first block to scan (the escrow's deployment or earlier)")] = 0,
-    to_block: Annotated[Optional[int], typer.Option(help="audited block (default: the chain's head)")] = None,
-    batch: Annotated[Optional[list[int]], typer.Option(help="only these batches (repeatable)")] = None,
-    content: Annotated[Optional[Path], typer.Option(help="embedded content store directory")] = None,
-    gateway: Annotated[Optional[str], typer.Option(help="IPFS trustless gateway URL")] = None,
-    kubo: Annotated[Optional[str], typer.Option(help="Kubo RPC URL, e.g. http://127.0.0.1:5001")] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="write the JSON report here")] = None,
-    html_out: Annotated[Optional[Path], typer.Option("--html", help="write the HTML report here")] = None,
+    to_block: Annotated[int | None, typer.Option(help="audited block (default: the chain's head)")] = None,
+    batch: Annotated[list[int] | None, typer.Option(help="only these batches (repeatable)")] = None,
+    content: Annotated[Path | None, typer.Option(help="embedded content store directory")] = None,
+    gateway: Annotated[str | None, typer.Option(help="IPFS trustless gateway URL")] = None,
+    kubo: Annotated[str | None, typer.Option(help="Kubo RPC URL, e.g. http://127.0.0.1:5001")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the JSON report here")] = None,
+    html_out: Annotated[Path | None, typer.Option("--html", help="write the HTML report here")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
     """Audit an escrow: money, payouts, signatures, content, reputation, timing."""

@@ -17,7 +17,6 @@ from eth_utils import keccak, to_checksum_address
 from kempelen.protocol.events import Event, EventDecoder
 
 
-
 def _static_kind(abi_type: str) -> str | None:
     """'uint', 'address', 'bytes32' or 'bool' for one-word static types; None otherwise."""
     if "[" in abi_type or abi_type.startswith("tuple"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from html import escape
 from pathlib import Path
@@ -23,16 +24,18 @@ th{text-align:left;background:#f6f6f6}td.n{text-align:right;font-variant-numeric
 
 
 def render_html(report: AuditReport) -> str:
-    verdict = ("clean", "Clean: every payment is backed by a signed, content-addressed answer and every wei "
-               "is accounted for.") if report.clean else (
-        "dirty", f"{len(report.discrepancies)} discrepancies found.")
+    if report.clean:
+        verdict = ("clean", ("Clean: every payment is backed by a signed, content-addressed answer and every "
+                             "wei is accounted for."))
+    else:
+        verdict = ("dirty", f"{len(report.discrepancies)} discrepancies found.")
     parts = [
         "<!doctype html><html lang=en><meta charset=utf-8>",
         f"<title>Kempelen audit {escape(report.escrow)}</title><style>{STYLE}</style><body>",
         f"<h1>Audit of escrow <code>{escape(report.escrow)}</code></h1>",
-        f"<p>Chain {report.chain_id}, blocks {report.from_block}..{report.to_block}; content from "
+        (f"<p>Chain {report.chain_id}, blocks {report.from_block}..{report.to_block}; content from "
         f"{escape(report.content_source)}. {report.answers_audited} answers, {report.signatures_checked} "
-        f"signatures re-verified, {report.content_checked} files hash-checked.</p>",
+        f"signatures re-verified, {report.content_checked} files hash-checked.</p>"),
         f"<p class='verdict {verdict[0]}'>{escape(verdict[1])}</p>",
         "<div class=plots>", *_plots(report), "</div>",
         "<h2>Money per token</h2>", _tokens_table(report),
@@ -97,7 +100,7 @@ def _batches_table(report: AuditReport) -> str:
     rows = []
     for b in report.batches.values():
         t = report.tokens.get(b.token)
-        money = (lambda v: escape(amount(v, t))) if t else str
+        money = functools.partial(_money, totals=t)
         rows.append(
             f"<tr><td class=n>{b.batch}</td><td><code>{escape(b.requester)}</code></td>"
             f"<td class=n>{b.task_count}</td><td class=n>{b.submitted}</td><td class=n>{b.approved}</td>"
@@ -107,6 +110,10 @@ def _batches_table(report: AuditReport) -> str:
     head = ("batch", "requester", "tasks", "answers", "approved", "rejected", "released", "pending",
             "deposited", "paid", "refunded", "manifest")
     return _table(head, rows)
+
+
+def _money(value: int, totals) -> str:
+    return escape(amount(value, totals)) if totals else str(value)
 
 
 def _findings_table(report: AuditReport) -> str:

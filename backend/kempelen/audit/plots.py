@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from html import escape
 
 W, H = 520, 260
@@ -40,8 +40,8 @@ def line_chart(points: list[tuple[float, float]], *, x_is_time: bool = False) ->
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
     y_max = max(ys) or 1
-    sx = lambda x: LEFT + (W - LEFT - RIGHT) * (x - x0) / (x1 - x0)  # noqa: E731
-    sy = lambda y: H - BOTTOM - (H - TOP - BOTTOM) * y / y_max  # noqa: E731
+    sx = lambda x: LEFT + (W - LEFT - RIGHT) * (x - x0) / (x1 - x0)
+    sy = lambda y: H - BOTTOM - (H - TOP - BOTTOM) * y / y_max
     path, previous = [f"M{sx(xs[0]):.1f},{sy(0):.1f}"], 0.0
     for x, y in points:
         path.append(f"L{sx(x):.1f},{sy(previous):.1f}L{sx(x):.1f},{sy(y):.1f}")
@@ -49,7 +49,7 @@ def line_chart(points: list[tuple[float, float]], *, x_is_time: bool = False) ->
     body = _axes(y_max)
     body.append(f"<path d='{''.join(path)}' fill='none' stroke='#1565c0' stroke-width='2'/>")
     for x, anchor in ((x0, "start"), (x1, "end")):
-        label = (datetime.fromtimestamp(x, timezone.utc).strftime("%Y-%m-%d %H:%M") if x_is_time
+        label = (datetime.fromtimestamp(x, UTC).strftime("%Y-%m-%d %H:%M") if x_is_time
                  else _number(x))
         body.append(f"<text x='{sx(x):.1f}' y='{H - BOTTOM + 16}' text-anchor='{anchor}' fill='#555'>"
                     f"{escape(label)}</text>")

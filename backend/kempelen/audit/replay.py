@@ -12,7 +12,14 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from kempelen.audit.model import (
-    MONEY, PAYOUTS, TIMING, BatchTotals, Finding, Payment, ReviewDelay, TokenTotals,
+    MONEY,
+    PAYOUTS,
+    TIMING,
+    BatchTotals,
+    Finding,
+    Payment,
+    ReviewDelay,
+    TokenTotals,
 )
 from kempelen.errors import InvalidCID
 from kempelen.protocol.cid import CID
@@ -189,7 +196,7 @@ class Replay:
             return
         totals, now = ledger.totals, self._time(e)
         batch_id, worker, task = totals.batch, e.args["worker"], e.args["taskIndex"]
-        where = dict(batch=batch_id, task=task, worker=worker)
+        where = {"batch": batch_id, "task": task, "worker": worker}
         if now > totals.deadline:
             self._find(TIMING, "submitted_after_deadline", f"answer accepted at {now}, after batch deadline "
                        f"{totals.deadline}", e, **where)
@@ -235,7 +242,7 @@ class Replay:
             return
         totals, now = ledger.totals, self._time(e)
         worker, task = e.args["worker"], e.args["taskIndex"]
-        where = dict(batch=totals.batch, task=task, worker=worker)
+        where = {"batch": totals.batch, "task": task, "worker": worker}
         answer = self.answers.get((totals.batch, worker, task))
         self.outcomes[e.transaction_hash][(worker, totals.requester, OUTCOMES[e.name])] += 1
         if outcome != "released":

@@ -12,8 +12,8 @@ from kempelen.audit import checks
 from kempelen.audit.content import ContentSource, DirectoryStore, check_files, file_verdict
 from kempelen.audit.html import write_html
 from kempelen.audit.model import AuditError, AuditReport, Finding, Progress
-from kempelen.audit.report import print_summary, write_json
 from kempelen.audit.replay import Replay
+from kempelen.audit.report import print_summary, write_json
 from kempelen.audit.rpc import Rpc
 from kempelen.audit.scan import ChainHistory, Scanner
 from kempelen.audit.signatures import Recovery

@@ -75,7 +75,7 @@ def decode_submit_calldata(data: bytes) -> list[CalldataAnswer] | None:
         pass
     try:  # not the canonical layout: let eth-abi judge it
         return decode_submit_args_strict(data[4:])
-    except Exception:  # eth-abi raises several types on malformed input
+    except Exception:  # noqa: BLE001 - eth-abi raises many unrelated types on malformed input
         return None
 
 
@@ -276,6 +276,6 @@ def _store_state(state: ChainState, key: tuple, result) -> None:
         elif kind in ("worker", "requester") and ok:
             records = state.worker_records if kind == "worker" else state.requester_records
             records[key[1]] = tuple(decode_result(["(uint64,uint64,uint64)"], result)[0])
-    except Exception:  # a contract that answers with the wrong shape: treat as unsupported
+    except Exception:  # noqa: BLE001 - a contract answering in the wrong shape: treat as unsupported
         if kind == "batch":
             state.batches[key[1]] = None
