@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from kempelen.audit import cli as audit
 from kempelen.commands import deploy, requester
 from kempelen.indexer import cli as indexer
 from kempelen.ipfs import cli as ipfs
@@ -17,6 +18,7 @@ app.add_typer(requester.app, name="requester")
 app.add_typer(ipfs.app, name="ipfs")
 app.command("deploy")(deploy.deploy)
 app.command("index")(indexer.index)
+app.command("audit")(audit.audit)
 
 if __name__ == "__main__":
     app()
