@@ -232,14 +232,40 @@ class IndexStore:
     def _apply_answers(self, conn: Connection, changes: Changes) -> None:
         answers = IndexedAnswer.__table__
         bulk_insert(conn, answers, list(changes.answers.values()))
-        if changes.reviews:
-            params = [{"k_batch": b, "k_worker": w, "k_task": t,
-                       **{f"v_{k}": v for k, v in review.items()}}
-                      for (b, w, t), review in changes.reviews.items()]
-            conn.execute(update(answers).where(
-                answers.c.chain_id == self.chain_id, answers.c.batch_id == bindparam("k_batch"),
-                answers.c.worker == bindparam("k_worker"), answers.c.task_index == bindparam("k_task"),
-            ).values({c: bindparam(f"v_{c}") for c in _REVIEW_COLUMNS}), params)
+        if not changes.reviews:
+            return
+        if conn.dialect.name == "postgresql":
+            self._update_reviews_by_copy(conn, changes.reviews)
+            return
+        # The driver's executemany: SQLAlchemy's per-row parameter handling costs more than SQLite.
+        cursor = conn.connection.driver_connection.cursor()
+        try:
+            cursor.executemany(
+                "UPDATE indexed_answers SET status = ?, reason_cid = ?, reviewed_block = ?, "
+                "reviewed_tx = ? WHERE chain_id = ? AND batch_id = ? AND worker = ? AND task_index = ?",
+                [(*(review[c] for c in _REVIEW_COLUMNS), self.chain_id, *key)
+                 for key, review in changes.reviews.items()])
+        finally:
+            cursor.close()
+
+    def _update_reviews_by_copy(self, conn: Connection, reviews: dict) -> None:
+        """Reviews of earlier answers in one UPDATE ... FROM a COPYed temporary table: one
+        round trip for thousands of approvals instead of one each."""
+        conn.exec_driver_sql(
+            "CREATE TEMPORARY TABLE answer_reviews (batch_id bigint, worker varchar(42), "
+            "task_index bigint, status varchar(16), reason_cid varchar(128), reviewed_block bigint, "
+            "reviewed_tx varchar(66)) ON COMMIT DROP")
+        cursor = conn.connection.driver_connection.cursor()
+        with cursor, cursor.copy("COPY answer_reviews FROM STDIN") as copy:
+            for (batch_id, worker, task_index), review in reviews.items():
+                copy.write_row([batch_id, worker, task_index,
+                                *(review[c] for c in _REVIEW_COLUMNS)])
+        conn.exec_driver_sql(
+            "UPDATE indexed_answers AS a SET status = r.status, reason_cid = r.reason_cid, "
+            "reviewed_block = r.reviewed_block, reviewed_tx = r.reviewed_tx FROM answer_reviews AS r "
+            "WHERE a.chain_id = %(chain_id)s AND a.batch_id = r.batch_id AND a.worker = r.worker "
+            "AND a.task_index = r.task_index", {"chain_id": self.chain_id})
+        conn.exec_driver_sql("DROP TABLE answer_reviews")
 
     def _apply_sums(self, conn: Connection, table, key_columns: tuple[str, ...],
                     columns: Sequence[str], deltas: dict[tuple, list[int]]) -> None:
@@ -281,19 +307,29 @@ class IndexStore:
 
 
 def bulk_insert(conn: Connection, table: Table, rows: list[dict]) -> None:
-    """Insert many rows: COPY on PostgreSQL (executemany there costs a round trip per row
-    even pipelined, ~3x slower), executemany on SQLite (already in-process and fast)."""
+    """Insert many rows below SQLAlchemy's per-row parameter handling (half the indexing time
+    otherwise): COPY on PostgreSQL, the driver's executemany on SQLite, with the columns' own
+    bind processors (JSON, Uint256) applied once per value."""
     if not rows:
         return
-    if conn.dialect.name != "postgresql":
-        conn.execute(insert(table), rows)
-        return
-    columns = [c.name for c in table.columns]
-    as_json = {c.name for c in table.columns if isinstance(c.type, (JSON, JSONB))}
+    dialect = conn.dialect
+    columns = list(table.columns)
+    names = [c.name for c in columns]
     cursor = conn.connection.driver_connection.cursor()
-    with cursor, cursor.copy(f'COPY {table.name} ({", ".join(columns)}) FROM STDIN') as copy:
-        for row in rows:
-            copy.write_row([json.dumps(row[c]) if c in as_json else row[c] for c in columns])
+    if dialect.name == "postgresql":
+        as_json = {c.name for c in columns if isinstance(c.type, (JSON, JSONB))}
+        with cursor, cursor.copy(f'COPY {table.name} ({", ".join(names)}) FROM STDIN') as copy:
+            for row in rows:
+                copy.write_row([json.dumps(row[n]) if n in as_json else row[n] for n in names])
+        return
+    processors = [c.type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
+    steps = [(n, p) for n, p in zip(names, processors)]
+    sql = f'INSERT INTO {table.name} ({", ".join(names)}) VALUES ({", ".join("?" * len(names))})'
+    try:
+        cursor.executemany(sql, [tuple(row[n] if p is None else p(row[n]) for n, p in steps)
+                                 for row in rows])
+    finally:
+        cursor.close()
 
 
 def _merge_batch(row: dict, delta: dict) -> dict:
