@@ -119,7 +119,7 @@ class Requester:
                 progress(done, len(tasks))
         manifest = BatchManifest(title=title, task_cids=tuple(task_cids), instructions=instructions,
                                  assignment_seconds=assignment_seconds, labels=tuple(labels))
-        manifest_cid = self.pinner.pin(manifest.to_json())
+        manifest_cid = self.pinner.pin(manifest.to_json(), kind="manifest")
 
         gold_cid = gold_salt = None
         commitment = bytes(32)
@@ -210,7 +210,7 @@ class Requester:
             raise BatchError("a rejection needs a reason")
         reason_cid = self.pinner.pin(canonical_json({
             "format": "kempelen/rejection/1", "batch_id": batch_id, "reason": reason,
-            "answers": [{"worker": w, "task_index": t} for w, t in refs]}))
+            "answers": [{"worker": w, "task_index": t} for w, t in refs]}), kind="reason")
         call = self.chain.escrow.functions.reject(batch_id, refs, reason_cid.to_bytes())
         return self.chain.transact(self.signer.private_key, call).transactionHash.hex()
 
@@ -221,7 +221,7 @@ class Requester:
     def bonus(self, batch_id: int, worker: str, amount: str, reason: str) -> str:
         batch = self.batch(batch_id)
         units = to_base_units(amount, self.decimals(batch["token"]))
-        reason_cid = self.pinner.pin(canonical_json({"format": "kempelen/bonus/1", "reason": reason}))
+        reason_cid = self.pinner.pin(canonical_json({"format": "kempelen/bonus/1", "reason": reason}), kind="reason")
         call = self.chain.escrow.functions.bonus(batch_id, to_checksum_address(worker), units,
                                                  reason_cid.to_bytes())
         if batch["token"] == ETH:
@@ -231,7 +231,7 @@ class Requester:
         return self.chain.transact(self.signer.private_key, call).transactionHash.hex()
 
     def block_worker(self, worker: str, reason: str) -> str:
-        reason_cid = self.pinner.pin(canonical_json({"format": "kempelen/block/1", "reason": reason}))
+        reason_cid = self.pinner.pin(canonical_json({"format": "kempelen/block/1", "reason": reason}), kind="reason")
         call = self.chain.escrow.functions.blockWorker(to_checksum_address(worker), reason_cid.to_bytes())
         return self.chain.transact(self.signer.private_key, call).transactionHash.hex()
 
