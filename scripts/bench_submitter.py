@@ -19,12 +19,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "backend"))
 
-from kempelen.chain.anvil import Anvil, dev_keys  # noqa: E402
-from kempelen.chain.contracts import Chain, deploy_protocol  # noqa: E402
-from kempelen.db import make_engine, migrate  # noqa: E402
-from kempelen.relay.packing import PackingPolicy  # noqa: E402
-from kempelen.relay.submitter import SubmitterConfig, seconds_to_all_onchain  # noqa: E402
-from submitter_support import create_batch, enqueue, signed_rows, transaction_rows, worker_keys  # noqa: E402
+from kempelen.chain.anvil import Anvil, dev_keys
+from kempelen.chain.contracts import Chain, deploy_protocol
+from kempelen.db import make_engine, migrate
+from kempelen.relay.packing import PackingPolicy
+from kempelen.relay.submitter import SubmitterConfig, seconds_to_all_onchain
+from submitter_support import create_batch, enqueue, signed_rows, transaction_rows, worker_keys
 
 
 def postgres_url() -> tuple[str, callable]:
