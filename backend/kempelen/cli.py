@@ -5,9 +5,10 @@ from __future__ import annotations
 import typer
 
 from kempelen.audit import cli as audit
-from kempelen.commands import deploy, requester
+from kempelen.commands import deploy, requester, stack
 from kempelen.indexer import cli as indexer
 from kempelen.ipfs import cli as ipfs
+from kempelen.relay import cli as relay
 
 app = typer.Typer(
     help="Kempelen: open, verifiable micropayments for human data labeling.",
@@ -19,6 +20,8 @@ app.add_typer(ipfs.app, name="ipfs")
 app.command("deploy")(deploy.deploy)
 app.command("index")(indexer.index)
 app.command("audit")(audit.audit)
+app.command("serve")(relay.serve)
+app.command("up")(stack.up)
 
 if __name__ == "__main__":
     app()

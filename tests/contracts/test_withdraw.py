@@ -100,3 +100,17 @@ def test_withdraw_for_errors(escrow, requester, outsider, eth_batch, workers, su
     fresh = sign_withdrawal(escrow, worker, ZERO_ADDRESS, 1, deadline)
     with reverts("EscrowNothingToWithdraw", worker, ZERO_ADDRESS):
         escrow.withdrawFor(worker, ZERO_ADDRESS, deadline, fresh, {"from": outsider})
+
+
+def test_balance_after_a_withdrawal_counts_from_zero(escrow, requester, eth_batch, workers, submit):
+    worker = workers[5]
+    brownie.accounts[0].transfer(worker, 10**18)
+    paid(escrow, requester, eth_batch, worker, submit, tasks=(0,))
+    escrow.withdraw(ZERO_ADDRESS, {"from": worker})
+    assert escrow.balanceOf(ZERO_ADDRESS, worker) == 0
+    with reverts("EscrowNothingToWithdraw", worker, ZERO_ADDRESS):
+        escrow.withdraw(ZERO_ADDRESS, {"from": worker})
+    paid(escrow, requester, eth_batch, worker, submit, tasks=(1, 2))
+    assert escrow.balanceOf(ZERO_ADDRESS, worker) == 2 * REWARD
+    assert escrow.withdraw(ZERO_ADDRESS, {"from": worker}).return_value == 2 * REWARD
+    assert escrow.balance() == escrow.totalOwed(ZERO_ADDRESS)
