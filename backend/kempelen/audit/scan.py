@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 from eth_utils import is_address, to_checksum_address
 
-from kempelen.audit.fastabi import FastEventDecoder, decode_submit_args, decode_submit_args_strict
+from kempelen.audit.fastabi import decode_submit_args, decode_submit_args_strict
 from kempelen.audit.model import ETH, AuditError, Progress
 from kempelen.audit.rpc import Rpc, RpcError, call_data, decode_result, selector
 from kempelen.chain import artifacts
-from kempelen.protocol.events import Event
+from kempelen.protocol.events import Event, EventDecoder
 
 SUBMIT_SIGNATURE = "submitAnswers((uint64,uint32,bytes32,address)[],bytes[])"
 SUBMIT_SELECTOR = selector(SUBMIT_SIGNATURE)
@@ -88,7 +88,7 @@ class Scanner:
         self.progress = progress or Progress()
         self.log_range = log_range
         escrow_abi = artifacts.load("TaskEscrow").abi
-        self.decoder = FastEventDecoder(escrow_abi, artifacts.load("Reputation").abi)
+        self.decoder = EventDecoder(escrow_abi, artifacts.load("Reputation").abi)
         self.decode_seconds = 0.0
 
     def scan(self, from_block: int = 0, to_block: int | None = None) -> ChainHistory:
