@@ -432,8 +432,8 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
             (word & ~(type(uint256).max << TIMESTAMP_SHIFT)) | (block.timestamp << TIMESTAMP_SHIFT)
                 | (PENDING << statusShift)
         );
-        _store(countsSlot, counts + (1 << countShift));
         unchecked {
+            _store(countsSlot, counts + (1 << countShift)); // count < answersPerTask <= 255: no carry
             run.funds -= run.cost;
             run.pending += 1;
             run.accepted += 1;
@@ -450,14 +450,59 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         address worker,
         bytes calldata signature
     ) private view returns (uint256) {
-        bytes32 structHash = _answerStructHash(run.batchId, taskIndex, answerDigest, worker);
-        address signer = _recover(MessageHashUtils.toTypedDataHash(run.domainSeparator, structHash), signature);
+        address signer = _answerSigner(run.domainSeparator, run.batchId, taskIndex, answerDigest, worker, signature);
         if (signer != worker || signer == address(0)) return 1 + uint256(SkipReason.BadSignature);
         if (run.screenBlocked && _blocked[run.requester][worker]) return 1 + uint256(SkipReason.WorkerBlocked);
         if (run.minReputation != 0 && !_reputation.meets(worker, uint32(run.minReputation))) {
             return 1 + uint256(SkipReason.ReputationTooLow);
         }
         return 0;
+    }
+
+    /// Who signed the answer: the EIP-712 digest (as _hashTypedDataV4 with the domain separator
+    /// hoisted out of the loop) and the signature split into (v, r, s) in one step, then
+    /// ECDSA.tryRecover (low s, ecrecover). address(0) for any invalid signature or length.
+    function _answerSigner(
+        bytes32 domainSeparator,
+        uint256 batchId,
+        uint256 taskIndex,
+        bytes32 answerDigest,
+        address worker,
+        bytes calldata signature
+    ) private pure returns (address signer) {
+        bytes32 typeHash = ANSWER_TYPEHASH;
+        bytes32 digest;
+        bytes32 r;
+        bytes32 s;
+        uint8 v;
+        assembly ("memory-safe") {
+            let m := mload(0x40)
+            mstore(m, typeHash)
+            mstore(add(m, 0x20), batchId)
+            mstore(add(m, 0x40), taskIndex)
+            mstore(add(m, 0x60), answerDigest)
+            mstore(add(m, 0x80), worker)
+            let structHash := keccak256(m, 0xa0)
+            mstore(m, hex"1901") // MessageHashUtils.toTypedDataHash
+            mstore(add(m, 0x02), domainSeparator)
+            mstore(add(m, 0x22), structHash)
+            digest := keccak256(m, 0x42)
+            switch signature.length
+            case 65 {
+                r := calldataload(signature.offset)
+                s := calldataload(add(signature.offset, 0x20))
+                v := byte(0, calldataload(add(signature.offset, 0x40)))
+            }
+            case 64 {
+                // EIP-2098: vs = (v - 27) << 255 | s
+                r := calldataload(signature.offset)
+                let vs := calldataload(add(signature.offset, 0x20))
+                s := and(vs, sub(shl(255, 1), 1))
+                v := add(shr(255, vs), 27)
+            }
+        }
+        if (v == 0) return address(0); // neither 65 nor 64 bytes
+        (signer,,) = ECDSA.tryRecover(digest, v, r, s);
     }
 
     /// answers[i] without re-validating the array per field: Answer is a static 4-word struct, so
@@ -595,7 +640,10 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         uint256 shift = _statusShift(taskIndex);
         uint256 status = (word >> shift) & STATUS_MASK;
         if (status != PENDING) revert EscrowAnswerNotPending(batchId, worker, taskIndex, AnswerStatus(status));
-        uint256 reviewDeadline = (word >> TIMESTAMP_SHIFT) + run.reviewWindow;
+        uint256 reviewDeadline;
+        unchecked {
+            reviewDeadline = (word >> TIMESTAMP_SHIFT) + run.reviewWindow; // < 2^64 + 2^32
+        }
         IReputation.Outcome outcome = run.outcome;
         if (outcome == IReputation.Outcome.Released) {
             if (block.timestamp <= reviewDeadline) {
@@ -704,19 +752,25 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         }
     }
 
+    // Packing arithmetic cannot overflow: batchId < 2^64, taskIndex < 2^32, worker < 2^160.
+
     function _answerKey(uint256 batchId, address worker, uint256 taskIndex) private pure returns (uint256) {
-        return (batchId << 192) | ((taskIndex / TASKS_PER_WORD) << 160) | uint160(worker);
+        unchecked {
+            return (batchId << 192) | ((taskIndex / TASKS_PER_WORD) << 160) | uint160(worker);
+        }
     }
 
     function _statusShift(uint256 taskIndex) private pure returns (uint256) {
-        return (taskIndex % TASKS_PER_WORD) * 2;
+        unchecked {
+            return (taskIndex % TASKS_PER_WORD) << 1;
+        }
     }
 
     function _countKey(uint256 batchId, uint256 taskIndex) private pure returns (uint256) {
-        return (batchId << 32) | (taskIndex / COUNTS_PER_WORD);
+        return (batchId << 32) | (taskIndex >> 5); // taskIndex / COUNTS_PER_WORD
     }
 
     function _countShift(uint256 taskIndex) private pure returns (uint256) {
-        return (taskIndex % COUNTS_PER_WORD) * 8;
+        return (taskIndex & (COUNTS_PER_WORD - 1)) << 3; // 8 bits per count
     }
 }
