@@ -182,6 +182,25 @@ def count_rows(engine, status: str | None = None) -> int:
         return connection.execute(query).scalar()
 
 
+def wait_onchain(engine, stored: int, submitter: subprocess.Popen, began: float,
+                 timeout: float = 900) -> float | None:
+    """Seconds from the first request until every stored answer is on-chain (None if not reached)."""
+    deadline = time.monotonic() + timeout
+    shown = 0.0
+    while time.monotonic() < deadline:
+        onchain = count_rows(engine, "onchain")
+        if onchain >= stored:
+            return round(time.perf_counter() - began, 2)
+        if submitter.poll() is not None:
+            print(f"submitter exited with code {submitter.returncode}; see {OUT / 'submitter.log'}")
+            return None
+        if time.monotonic() - shown > 5:
+            print(f"on-chain: {onchain}/{stored} ({count_rows(engine, 'skipped')} skipped)")
+            shown = time.monotonic()
+        time.sleep(0.5)
+    return None
+
+
 def postgres_database() -> tuple[str, callable]:
     import psycopg
 
@@ -271,13 +290,7 @@ def main() -> None:
                 raise SystemExit(f"{result['accepted']} answers got a 202 but {stored} rows are stored")
             onchain_seconds = None
             if submitter is not None:
-                deadline = time.monotonic() + 600
-                while count_rows(engine, "onchain") < stored and time.monotonic() < deadline:
-                    if submitter.poll() is not None:
-                        break
-                    time.sleep(0.5)
-                if count_rows(engine, "onchain") == stored:
-                    onchain_seconds = round(time.perf_counter() - began, 2)
+                onchain_seconds = wait_onchain(engine, stored, submitter, began)
             engine.dispose()
         finally:
             stop(submitter)

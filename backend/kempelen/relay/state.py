@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, event
@@ -63,6 +64,12 @@ class RelayState:
                    metrics, pinner)
 
     def start(self) -> None:
+        # Long-lived objects (app, routes, ABIs) leave the collector's generations and collections
+        # run less often: each answer allocates thousands of short-lived objects, and a full
+        # collection stalls every request the process holds.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
         self.intake.writer.start()
         self.pinner.repin(self.engine)
 

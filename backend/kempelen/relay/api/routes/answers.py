@@ -75,7 +75,7 @@ async def answer_response(state: RelayState, body: bytes) -> tuple[int, dict, di
 
 @router.post("", status_code=202, response_model=Receipt,
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-                 "schema": {"$ref": "#/components/schemas/AnswerPost"}}}}},
+                 "schema": AnswerPost.model_json_schema()}}}},
              responses=error_responses(400, 401, 404, 409, 410, 413, 422, 429, 503, duplicate=True))
 async def post_answer(request: Request) -> JSONResponse:
     """Verify the signature, check the batch and task, store answer and payload durably, acknowledge.
