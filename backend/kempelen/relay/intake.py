@@ -10,7 +10,10 @@ fsync is shared by every request that arrived during the previous commit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import logging
+import os
 import queue
 import threading
 import time
@@ -128,6 +131,7 @@ class AnswerWriter:
         self.max_answers = max_answers
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._writers_lock = _sqlite_writers_lock(engine)
         self.groups = 0  # commits so far (metrics)
         self.committed = 0
 
@@ -170,7 +174,7 @@ class AnswerWriter:
     def _commit(self, group: list) -> None:
         answers = [answer for answer, _, _ in group]
         try:
-            with self.engine.begin() as connection:
+            with self._writers_lock, self.engine.begin() as connection:
                 outcomes = store_answers(connection, answers, utcnow())
         except Exception as exc:  # the database is down or full: nothing was acknowledged
             log.exception("answer group of %d not stored", len(group))
@@ -228,6 +232,32 @@ class AnswerPinner:
                     self.store.put_block(payload)
                 except Exception:  # a full disk must not stop intake; the row keeps the bytes
                     log.exception("could not pin an answer payload")
+
+
+class _FileLock:
+    """An exclusive flock: a waiting process wakes the moment the holder releases."""
+
+    def __init__(self, path: str) -> None:
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def __enter__(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc_info) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
+def _sqlite_writers_lock(engine: Engine):
+    """Relay processes sharing one SQLite file take turns through a lock file.
+
+    SQLite's own busy handler polls with sleeps of up to 100 ms while another process holds
+    the write lock; queuing on flock instead hands the lock over at once, which keeps p99
+    latency of two intake processes close to their median. PostgreSQL needs no such thing.
+    """
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        return contextlib.nullcontext()
+    return _FileLock(database + ".intake-lock")
 
 
 def store_answers(connection, answers: list[VerifiedAnswer], accepted_at: datetime) -> list[Outcome]:
