@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from fastapi.testclient import TestClient
+
 from kempelen.chain.contracts import Chain
 from kempelen.db import migrate
 from kempelen.ipfs.store import ContentStore

@@ -6,11 +6,12 @@ import base64
 import hashlib
 
 import pytest
+from relay_helpers import create_batch, relay_client, signed_answer
+from sqlalchemy import select
+
 from kempelen.db import make_engine
 from kempelen.protocol.signing import Answer, answer_digest, sign
 from kempelen.relay.models import RelayAnswer
-from relay_helpers import create_batch, relay_client, signed_answer
-from sqlalchemy import select
 
 
 @pytest.fixture

@@ -9,9 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
+from relay_helpers import create_batch, login, relay_client, signed_answer, siwe_message
+
 from kempelen.relay import siwe
 from kempelen.relay.siwe import SiweError, SiweMessage
-from relay_helpers import create_batch, login, relay_client, signed_answer, siwe_message
 
 ADDRESS = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 from eth_account import Account
-from kempelen.protocol.manifest import BatchManifest
 from relay_helpers import login, relay_client, signed_answer
+
+from kempelen.protocol.manifest import BatchManifest
 
 
 @pytest.fixture

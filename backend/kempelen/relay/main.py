@@ -15,7 +15,7 @@ from kempelen.ipfs.store import ContentStore
 from kempelen.relay.api.main import api_router
 from kempelen.relay.api.routes.answers import AnswerFastPath
 from kempelen.relay.config import Settings
-from kempelen.relay.errors import RelayError
+from kempelen.relay.errors import PayloadTooLarge, RelayError
 from kempelen.relay.metrics import MetricsMiddleware
 from kempelen.relay.state import RelayState
 
@@ -60,9 +60,9 @@ class BodyLimit:
 
     @staticmethod
     async def _refuse(send: Send, size: int, limit: int) -> None:
-        body = RelayError(f"request body of {size} bytes is over this route's limit of {limit}")
-        body.code = "payload_too_large"
-        response = JSONResponse({**body.body(), "limit": limit}, status_code=413)
+        refusal = PayloadTooLarge(f"request body of {size} bytes is over this route's limit of {limit}",
+                                  limit=limit)
+        response = JSONResponse(refusal.body(), status_code=refusal.status_code)
         await response({"type": "http"}, None, send)
 
 

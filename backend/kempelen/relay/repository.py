@@ -107,14 +107,16 @@ def task_answerers(db: Db, chain_id: int, batch_id: int) -> dict[int, set[str]]:
 
 # -- leases ----------------------------------------------------------------------------
 
-def active_lease_counts(db: Db, batch_id: int, now: datetime, *, excluding: str | None = None) -> dict[int, int]:
-    """Unexpired leases per task of a batch, optionally not counting one worker's."""
-    query = (select(RelayLease.task_index, func.count())
-             .where(RelayLease.batch_id == batch_id, RelayLease.expires_at > now)
-             .group_by(RelayLease.task_index))
+def active_lessees(db: Db, batch_id: int, now: datetime, *, excluding: str | None = None) -> dict[int, set[str]]:
+    """Workers holding an unexpired lease per task of a batch, optionally leaving one out."""
+    query = select(RelayLease.task_index, RelayLease.worker).where(
+        RelayLease.batch_id == batch_id, RelayLease.expires_at > now)
     if excluding is not None:
         query = query.where(RelayLease.worker != excluding)
-    return dict(db.execute(query).all())
+    lessees: dict[int, set[str]] = {}
+    for task_index, worker in db.execute(query):
+        lessees.setdefault(task_index, set()).add(worker)
+    return lessees
 
 
 def lease_of(db: Db, batch_id: int, task_index: int, worker: str) -> RelayLease | None:

@@ -54,7 +54,9 @@ def task_or_404(state: RelayState, batch_id: int, task_index: int) -> BatchInfo:
     return batch
 
 
+# Parsed manifests by CID: content-addressed, so an entry never goes stale.
 _manifests: dict[str, BatchManifest] = {}
+_MAX_MANIFESTS = 1024
 
 
 def manifest_of(state: RelayState, batch_id: int) -> BatchManifest:
@@ -63,6 +65,8 @@ def manifest_of(state: RelayState, batch_id: int) -> BatchManifest:
     if cid is None:
         raise NotFound(f"batch {batch_id} names no readable manifest CID")
     if cid not in _manifests:
+        if len(_manifests) >= _MAX_MANIFESTS:
+            _manifests.clear()
         try:
             _manifests[cid] = BatchManifest.from_json(state.store.get(cid))
         except ContentError:
@@ -100,8 +104,9 @@ def _taken(db: Db, state: RelayState, batch_id: int, now: datetime, worker: str)
         answerers[task_index] = answerers.get(task_index, set()) | workers  # queued or on-chain
     mine = {t for t, workers in answerers.items() if worker in workers}
     taken = {t: len(w) for t, w in answerers.items()}
-    for task_index, leases in repository.active_lease_counts(db, batch_id, now, excluding=worker).items():
-        taken[task_index] = taken.get(task_index, 0) + leases
+    # A lease whose holder has since answered is that answer's slot, not a second one.
+    for task_index, lessees in repository.active_lessees(db, batch_id, now, excluding=worker).items():
+        taken[task_index] = taken.get(task_index, 0) + len(lessees - answerers.get(task_index, set()))
     return taken, mine
 
 

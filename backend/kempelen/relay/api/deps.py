@@ -34,7 +34,10 @@ def get_db(state: StateDep) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_db)]
+# scope="function": commit before the response is sent. With FastAPI's default ("request") the
+# commit runs after it, so a client could be told of a session, lease or upload that another
+# worker process cannot see yet, or that a failed commit then loses.
+SessionDep = Annotated[Session, Depends(get_db, scope="function")]
 
 _bearer = HTTPBearer(auto_error=False, description="Session token from POST /auth/login")
 

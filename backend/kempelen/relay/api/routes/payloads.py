@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -19,7 +19,7 @@ from kempelen.relay.schemas import error_responses
 router = APIRouter(prefix="/payloads", tags=["payloads"])
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     task = "task"
     manifest = "manifest"
     reason = "reason"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from eth_utils import to_checksum_address
 from fastapi import APIRouter, Query
 
 from kempelen.chain.contracts import ETH
@@ -26,8 +27,6 @@ def my_answers(worker: CurrentAddress, state: StateDep, db: SessionDep,
 @router.get("/{address}/earnings", responses=error_responses(422, 503))
 def earnings(address: Address, state: StateDep, db: SessionDep) -> dict:
     """Withdrawable balance per token (the escrow, now) and lifetime credited/withdrawn (indexer)."""
-    from eth_utils import to_checksum_address
-
     account = to_checksum_address(address)
     tokens = {"ETH": ETH, **state.chain.deployment.tokens}
     try:
