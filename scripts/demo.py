@@ -10,7 +10,6 @@ from pathlib import Path
 from rich.console import Console
 
 from kempelen.demo.story import Demo, print_summary
-from kempelen.demo.transport import DirectTransport
 from kempelen.errors import KempelenError
 
 
@@ -21,8 +20,7 @@ def main() -> int:
     args = parser.parse_args()
     console = Console()
     eth_tasks, usdc_tasks = (10, 30) if args.short else (30, 200)
-    demo = Demo(args.workdir, eth_tasks=eth_tasks, usdc_tasks=usdc_tasks, console=console,
-                transport_factory=lambda demo, chain, store, operator: DirectTransport(chain, operator, store))
+    demo = Demo(args.workdir, eth_tasks=eth_tasks, usdc_tasks=usdc_tasks, console=console)
     try:
         result = demo.run()
     except KempelenError as exc:

@@ -4,14 +4,12 @@ from rich.console import Console
 
 from kempelen.chain.contracts import ETH
 from kempelen.demo.story import Demo, print_summary
-from kempelen.demo.transport import DirectTransport
 from kempelen.sdk.amounts import to_base_units
 
 
 def test_demo_short_form_accounts_for_every_unit(tmp_path):
     console = Console(record=True, width=120)
-    demo = Demo(tmp_path / "demo", eth_tasks=8, usdc_tasks=24, console=console,
-                transport_factory=lambda demo, chain, store, operator: DirectTransport(chain, operator, store))
+    demo = Demo(tmp_path / "demo", eth_tasks=8, usdc_tasks=24, console=console)
     result = demo.run()
     print_summary(result, console)
     for plan in result.batches:
@@ -24,6 +22,5 @@ def test_demo_short_form_accounts_for_every_unit(tmp_path):
         assert plan.outcome["rejected"] > 0  # the spammer was caught
     assert [p.token == ETH for p in result.batches] == [True, False]
     assert result.labels_path.read_text().count("\n") == 8 + 24
-    if result.discrepancies is not None:
-        assert result.discrepancies == 0
+    assert result.discrepancies == 0
     assert "where every unit of value went" in console.export_text()

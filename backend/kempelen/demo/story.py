@@ -1,10 +1,11 @@
-"""`make demo`: a local stack and two batches through their whole life, told as a short story.
+"""`make demo`: the local stack and two batches through their whole life, told as a short story.
 
-A requester funds a batch in ETH and one in a test stablecoin; eight simulated workers answer
-with real EIP-712 signatures — most honest, one answering at random, one copying another;
-the requester rejects the spammer and the copier with reasons; unreviewed answers are
-auto-released after the review window (anvil's clock is advanced); workers withdraw without
-gas; the requester reclaims the rest; and the auditor checks every payment.
+A requester funds a batch in ETH and one in a test stablecoin; eight simulated workers lease
+tasks, read payloads and post answers with real EIP-712 signatures through the relay — most
+honest, one answering at random, one copying another; the requester rejects the spammer and
+the copier with reasons and blocks them; unreviewed answers are auto-released after the review
+window (anvil's clock is advanced); workers withdraw without gas; the requester reclaims the
+rest; and the auditor checks every payment from the chain and the content alone.
 """
 
 from __future__ import annotations
@@ -12,32 +13,36 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
-from kempelen.chain.anvil import Anvil, dev_keys
-from kempelen.chain.contracts import ETH, Chain, deploy_protocol
+from kempelen.audit import run_audit
+from kempelen.audit.model import AuditReport
+from kempelen.audit.report import print_summary as print_audit_summary
+from kempelen.chain.contracts import Chain
 from kempelen.demo.tasks import LABELS, SimulatedWorker, Task, assign, make_tasks
-from kempelen.demo.transport import Transport
-from kempelen.ipfs.store import ContentStore
-from kempelen.protocol.signing import Withdrawal, sign
 from kempelen.sdk.amounts import format_amount, to_base_units
 from kempelen.sdk.keys import Signer
-from kempelen.sdk.pinning import StorePinner
+from kempelen.sdk.pinning import RelayPinner
 from kempelen.sdk.quality import Label, review
+from kempelen.sdk.relay_client import RelayClient
 from kempelen.sdk.requester import FundedBatch, Requester
+from kempelen.sdk.worker import TaskRef, Worker
+from kempelen.stack import LocalStack
 
 REVIEW_WINDOW = 2 * 24 * 3600
 DEADLINE = 7 * 24 * 3600
+IN_FLIGHT = {"accepted", "submitted"}
 
 
 @dataclass
 class BatchPlan:
-    token: str
     symbol: str
     decimals: int
     reward: str
@@ -47,15 +52,23 @@ class BatchPlan:
     outcome: Counter = field(default_factory=Counter)
     refunded: int = 0
 
+    @property
+    def token(self) -> str:
+        return self.funded.token
+
 
 @dataclass
 class DemoResult:
     workdir: Path
     batches: list[BatchPlan]
     gas_used: int
-    discrepancies: int | None
+    audit: AuditReport
     labels_path: Path
     audit_paths: list[Path]
+
+    @property
+    def discrepancies(self) -> int:
+        return len(self.audit.discrepancies)
 
 
 def _workers() -> list[SimulatedWorker]:
@@ -70,13 +83,11 @@ def _advance(chain: Chain, seconds: int) -> None:
 
 
 class Demo:
-    def __init__(self, workdir: Path, *, eth_tasks: int, usdc_tasks: int, console: Console,
-                 transport_factory, seed: int = 7):
+    def __init__(self, workdir: Path, *, eth_tasks: int, usdc_tasks: int, console: Console, seed: int = 7):
         self.workdir = workdir
         self.console = console
         self.rng = random.Random(seed)
         self.eth_tasks, self.usdc_tasks = eth_tasks, usdc_tasks
-        self.transport_factory = transport_factory
 
     def say(self, text: str) -> None:
         self.console.print(f"[bold cyan]>[/] {text}")
@@ -84,98 +95,115 @@ class Demo:
     def run(self) -> DemoResult:
         if self.workdir.exists():
             shutil.rmtree(self.workdir)
-        self.workdir.mkdir(parents=True)
-        keys = dev_keys(10)
-        with Anvil(log_path=self.workdir / "anvil.log") as anvil:
-            self.say(f"Local chain (anvil) at {anvil.url}; deploying Reputation, TaskEscrow and a test USDC.")
-            deployment = deploy_protocol(anvil.url, keys[0])
-            deployment.save(self.workdir / "deployments")
-            chain = Chain(anvil.url, deployment)
+        with LocalStack(self.workdir / "stack") as info:
+            self.say(f"Local stack up: anvil at {info.rpc_url}, relay at {info.relay_url} "
+                     f"(API, submitter, indexer, IPFS gateway); contracts and a test USDC deployed.")
+            chain = Chain(info.rpc_url, info.deployment)
             start_block = chain.w3.eth.block_number
-            store = ContentStore(self.workdir / "store")
-            with self.transport_factory(self, chain, store, Signer(keys[0])) as transport:
-                result = self._story(chain, store, transport, keys)
-            gas = sum(chain.w3.eth.get_block(n)["gasUsed"] for n in range(start_block, chain.w3.eth.block_number + 1))
-            discrepancies, audit_paths = self._audit(anvil.url, deployment)
-        return DemoResult(self.workdir, result["batches"], gas, discrepancies, result["labels"], audit_paths)
+            operator = Signer(info.keys[0])
+            requester_key = Signer(info.keys[1])
+            requester = Requester(chain, requester_key, RelayPinner(RelayClient(info.relay_url, requester_key)))
+            workers = {w.name: Worker(RelayClient(info.relay_url, Signer(k)), Signer(k), chain)
+                       for w, k in zip(_workers(), info.keys[2:10])}
+            plans, labels_path = self._story(chain, requester, workers, operator)
+            gas = sum(chain.w3.eth.get_block(n)["gasUsed"]
+                      for n in range(start_block, chain.w3.eth.block_number + 1))
+            report, audit_paths = self._audit(info)
+        return DemoResult(self.workdir, plans, gas, report, labels_path, audit_paths)
 
-    def _story(self, chain: Chain, store: ContentStore, transport: Transport, keys: list[str]) -> dict:
-        requester = Requester(chain, Signer(keys[1]), StorePinner(store))
-        usdc = chain.token(chain.deployment.tokens["USDC"])
-        chain.transact(keys[1], usdc.functions.mint(requester.signer.address, 1_000 * 10**6))
-        workers = _workers()
-        signers = {w.name: Signer(k) for w, k in zip(workers, keys[2:10])}
-        names = {s.address: n for n, s in signers.items()}
-
-        plans = [BatchPlan(ETH, "ETH", 18, "0.0004", "0.00002", make_tasks(self.eth_tasks, self.rng)),
-                 BatchPlan(chain.deployment.tokens["USDC"], "USDC", 6, "0.05", "0.002",
-                           make_tasks(self.usdc_tasks, self.rng))]
+    def _story(self, chain: Chain, requester: Requester, workers: dict[str, Worker], operator: Signer):
+        names = {w.address: name for name, w in workers.items()}
+        plans = [BatchPlan("ETH", 18, "0.0004", "0.00002", make_tasks(self.eth_tasks, self.rng)),
+                 BatchPlan("USDC", 6, "0.05", "0.002", make_tasks(self.usdc_tasks, self.rng))]
         for plan in plans:
             plan.funded = requester.create_batch(
                 [t.payload() for t in plan.tasks], plan.reward, token=plan.symbol, answers_per_task=3,
                 relay_fee=plan.relay_fee, deadline=DEADLINE, review_window=REVIEW_WINDOW,
                 title="Sentiment of short reviews", instructions="Pick the sentiment of the sentence.",
                 labels=LABELS)
-            self.say(f"Requester funded batch {plan.funded.batch_id}: {len(plan.tasks)} tasks x 3 answers, "
-                     f"reward {plan.reward} {plan.symbol}, deposit "
-                     f"{format_amount(plan.funded.deposit, plan.decimals, plan.symbol)} (manifest {plan.funded.manifest_cid[:16]}...).")
-
+            self.say(f"Requester pinned {len(plan.tasks)} tasks through the relay and funded batch "
+                     f"{plan.funded.batch_id} from its wallet: 3 answers per task, reward {plan.reward} "
+                     f"{plan.symbol}, deposit {format_amount(plan.funded.deposit, plan.decimals, plan.symbol)}.")
         for plan in plans:
-            sent = self._answer(plan, workers, signers, transport)
-            self.say(f"Eight workers sent {sent} signed answers to batch {plan.funded.batch_id} "
-                     f"through {transport.describe()}.")
-        transport.wait_onchain()
-
+            receipts = self._answer(plan, workers)
+            self.say(f"Eight workers leased tasks, read verified payloads and posted {len(receipts)} signed "
+                     f"answers to batch {plan.funded.batch_id}; the relay acknowledged each after storing it.")
+        seconds = self._wait_onchain(workers)
+        self.say(f"The relay's submitter packed every answer into submitAnswers transactions; all on-chain "
+                 f"{seconds:.1f}s after the last one was posted, every signature verified by the escrow.")
         for plan in plans:
-            self._review(plan, requester, store, names)
-
+            self._review(plan, requester, names)
         _advance(chain, REVIEW_WINDOW + 60)
         for plan in plans:
             pending = requester.list_answers(plan.funded.batch_id, "pending")
-            if pending:
-                transport.release(plan.funded.batch_id, pending)
-                plan.outcome["released"] += len(pending)
-                self.say(f"Review window over: {len(pending)} unreviewed answers of batch "
-                         f"{plan.funded.batch_id} auto-released by the relay operator.")
-
-        paid = self._withdraw(chain, plans, signers, transport)
-        self.say(f"{paid} workers withdrew their earnings without holding gas (signed withdrawals relayed).")
-
+            for start in range(0, len(pending), 150):
+                chain.transact(operator.private_key, chain.escrow.functions.release(
+                    plan.funded.batch_id, [(a.worker, a.task_index) for a in pending[start:start + 150]]))
+            plan.outcome["released"] += len(pending)
+            self.say(f"Review window over: anyone may release; the operator auto-released {len(pending)} "
+                     f"unreviewed answers of batch {plan.funded.batch_id}.")
+        paid = sum(self._withdraw(worker, plans, operator) for worker in workers.values())
+        self.say(f"{paid} workers withdrew their earnings holding no gas: each signed a Withdrawal, the "
+                 f"operator sent it, the escrow paid the worker itself.")
+        for plan in plans:
+            fees = chain.escrow.functions.balanceOf(plan.token, operator.address).call()
+            chain.transact(operator.private_key, chain.escrow.functions.withdraw(plan.token))
+            self.say(f"The relay operator withdrew {format_amount(fees, plan.decimals, plan.symbol)} of relay "
+                     f"fees, paid on-chain per answer it submitted.")
         _advance(chain, DEADLINE)
         for plan in plans:
             plan.refunded = requester.reclaim(plan.funded.batch_id)
             self.say(f"Deadline passed: requester reclaimed "
-                     f"{format_amount(plan.refunded, plan.decimals, plan.symbol)} unused from batch {plan.funded.batch_id}.")
-        return {"batches": plans, "labels": self._export(plans, requester, store)}
+                     f"{format_amount(plan.refunded, plan.decimals, plan.symbol)} unused from batch "
+                     f"{plan.funded.batch_id}.")
+        return plans, self._export(plans, requester)
 
-    def _answer(self, plan: BatchPlan, workers, signers, transport: Transport) -> int:
-        assignment = assign(len(plan.tasks), 3, workers, self.rng)
+    def _answer(self, plan: BatchPlan, workers: dict[str, Worker]) -> list[dict]:
+        simulated = _workers()
+        assignment = assign(len(plan.tasks), 3, simulated, self.rng)
         given: dict[tuple[str, int], str] = {}
-        count = 0
-        for task_index, chosen in enumerate(assignment):
-            for i in sorted(chosen, key=lambda i: workers[i].kind == "copier"):  # copies come second
-                worker = workers[i]
-                copied = given.get((worker.copies, task_index)) if worker.copies else None
-                label = worker.label(plan.tasks[task_index], self.rng, copied)
-                given[(worker.name, task_index)] = label
-                transport.submit(signers[worker.name], plan.funded.batch_id, task_index, {"label": label})
-                count += 1
-        return count
+        receipts = []
+        with Progress(console=self.console, transient=True) as progress:
+            bar = progress.add_task(f"workers answering batch {plan.funded.batch_id}", total=len(plan.tasks) * 3)
+            for task_index, chosen in enumerate(assignment):
+                for i in sorted(chosen, key=lambda i: simulated[i].kind == "copier"):  # copies come second
+                    persona, worker = simulated[i], workers[simulated[i].name]
+                    task = TaskRef(plan.funded.batch_id, task_index)
+                    worker.lease(task)
+                    shown = json.loads(worker.payload(task))
+                    truth = next(t for t in plan.tasks if t.text == shown["text"])
+                    copied = given.get((persona.copies, task_index)) if persona.copies else None
+                    label = persona.label(truth, self.rng, copied)
+                    given[(persona.name, task_index)] = label
+                    receipts.append(worker.submit(task, {"label": label}))
+                    progress.advance(bar)
+        return receipts
 
-    def _review(self, plan: BatchPlan, requester: Requester, store: ContentStore, names: dict) -> None:
+    def _wait_onchain(self, workers: dict[str, Worker], timeout: float = 300) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            statuses = Counter(a["status"] for w in workers.values() for a in w.relay.my_answers())
+            if not IN_FLIGHT & set(statuses):
+                if statuses.get("skipped"):
+                    raise RuntimeError(f"the escrow skipped answers: {dict(statuses)}")
+                return time.monotonic() - started
+            time.sleep(0.5)
+        raise TimeoutError(f"answers not on-chain after {timeout:.0f}s: {dict(statuses)}")
+
+    def _review(self, plan: BatchPlan, requester: Requester, names: dict) -> None:
         batch_id = plan.funded.batch_id
         answers = requester.list_answers(batch_id)
-        labels = [Label(a.worker, a.task_index, json.loads(store.get(a.answer_cid))["label"], order)
+        labels = [Label(a.worker, a.task_index, json.loads(requester.pinner.fetch(a.answer_cid))["label"], order)
                   for order, a in enumerate(answers)]
         verdicts = review(labels)
         for verdict in (v for v in verdicts if v.reject):
             mine = [a for a in answers if a.worker == verdict.worker]
             requester.reject(batch_id, mine, verdict.reason)
-            if not chain_blocked(requester, verdict.worker):
+            if not requester.chain.escrow.functions.isBlocked(requester.signer.address, verdict.worker).call():
                 requester.block_worker(verdict.worker, verdict.reason)
             plan.outcome["rejected"] += len(mine)
             self.say(f"Requester rejected {len(mine)} answers of {names[verdict.worker]} in batch {batch_id}: "
-                     f"[italic]{verdict.reason}[/] (reason pinned, its CID on-chain); blocked from its batches.")
+                     f"[italic]{verdict.reason}[/] (reason pinned, its CID on-chain); blocked.")
         rejected = {v.worker for v in verdicts if v.reject}
         # Review most of the rest now; leave the last tasks for auto-release after the window.
         cutoff = int(len(plan.tasks) * 0.7)
@@ -186,27 +214,22 @@ class Demo:
         self.say(f"Requester approved {len(to_approve)} answers of batch {batch_id}; "
                  f"{len(answers) - len(to_approve) - plan.outcome['rejected']} left unreviewed.")
 
-    def _withdraw(self, chain: Chain, plans, signers, transport: Transport) -> int:
-        paid = set()
-        for signer in signers.values():
-            for plan in plans:
-                balance = chain.escrow.functions.balanceOf(plan.token, signer.address).call()
-                if balance:
-                    nonce = chain.escrow.functions.nonces(signer.address).call()
-                    withdrawal = Withdrawal(signer.address, plan.token, nonce, 2**64)
-                    signature = sign(chain.domain.digest(withdrawal.struct_hash()), signer.private_key)
-                    transport.withdraw_for(withdrawal, signature)
-                    paid.add(signer.address)
-        return len(paid)
+    def _withdraw(self, worker: Worker, plans: list[BatchPlan], operator: Signer) -> int:
+        withdrew = 0
+        for plan in plans:
+            if worker.chain.escrow.functions.balanceOf(plan.token, worker.address).call():
+                worker.withdraw(plan.symbol, relayer=operator)
+                withdrew = 1
+        return withdrew
 
-    def _export(self, plans, requester: Requester, store: ContentStore) -> Path:
+    def _export(self, plans: list[BatchPlan], requester: Requester) -> Path:
         path = self.workdir / "labels.jsonl"
         with path.open("w") as out:
             for plan in plans:
                 votes: dict[int, Counter] = defaultdict(Counter)
                 for a in requester.list_answers(plan.funded.batch_id):
                     if a.status in ("approved", "released"):
-                        votes[a.task_index][json.loads(store.get(a.answer_cid))["label"]] += 1
+                        votes[a.task_index][json.loads(requester.pinner.fetch(a.answer_cid))["label"]] += 1
                 for index, task in enumerate(plan.tasks):
                     label, count = votes[index].most_common(1)[0] if votes[index] else (None, 0)
                     out.write(json.dumps({"batch_id": plan.funded.batch_id, "task_index": index,
@@ -214,45 +237,37 @@ class Demo:
                                           "label": label, "votes": count}) + "\n")
         return path
 
-    def _audit(self, rpc_url: str, deployment) -> tuple[int | None, list[Path]]:
-        try:
-            from kempelen.audit import run_audit  # noqa: PLC0415 - optional until the auditor lands
-        except ImportError:
-            self.say("[yellow]Auditor not available in this build; skipping the audit.[/]")
-            return None, []
+    def _audit(self, info) -> tuple[AuditReport, list[Path]]:
+        self.say("An auditor replays the chain and checks every payment against signed, "
+                 "content-addressed answers (its summary closes this story).")
         json_path, html_path = self.workdir / "audit.json", self.workdir / "audit.html"
-        report = run_audit(rpc_url=rpc_url, escrow=deployment.escrow, content_dir=self.workdir / "store",
-                           json_path=json_path, html_path=html_path, console=self.console)
-        return len(report.discrepancies), [json_path, html_path]
-
-
-def chain_blocked(requester: Requester, worker: str) -> bool:
-    return requester.chain.escrow.functions.isBlocked(requester.signer.address, worker).call()
+        report = run_audit(rpc_url=info.rpc_url, escrow=info.deployment.escrow, content_dir=info.store_dir,
+                           json_path=json_path, html_path=html_path)
+        return report, [json_path, html_path]
 
 
 def print_summary(result: DemoResult, console: Console) -> None:
+    """Where every unit of every deposit went, the files written, then the auditor's verdict."""
     table = Table(title="Kempelen demo: where every unit of value went")
-    for column in ("batch", "token", "deposit", "approved", "released", "rejected", "paid",
-                   "relay fees", "refunded"):
-        table.add_column(column, justify="right")
+    table.add_column("")
     for plan in result.batches:
-        f = plan.funded
-        reward_units = f.deposit // (len(plan.tasks) * 3) - _fee_units(plan)
-        paid = (plan.outcome["approved"] + plan.outcome["released"]) * reward_units
-        accepted = plan.outcome["approved"] + plan.outcome["released"] + plan.outcome["rejected"]
-        fees = accepted * _fee_units(plan)
-        table.add_row(str(f.batch_id), plan.symbol, format_amount(f.deposit, plan.decimals),
-                      str(plan.outcome["approved"]), str(plan.outcome["released"]), str(plan.outcome["rejected"]),
-                      format_amount(paid, plan.decimals), format_amount(fees, plan.decimals),
-                      format_amount(plan.refunded, plan.decimals))
+        table.add_column(f"batch {plan.funded.batch_id} ({plan.symbol})", justify="right")
+    rows: dict[str, list[str]] = defaultdict(list)
+    for plan in result.batches:
+        reward, fee = to_base_units(plan.reward, plan.decimals), to_base_units(plan.relay_fee, plan.decimals)
+        paid_answers = plan.outcome["approved"] + plan.outcome["released"]
+        accepted = paid_answers + plan.outcome["rejected"]
+        shown = lambda units: format_amount(units, plan.decimals)  # noqa: B023 - used at once
+        for name, value in [("deposit", shown(plan.funded.deposit)), ("answers approved", plan.outcome["approved"]),
+                            ("answers auto-released", plan.outcome["released"]),
+                            ("answers rejected", plan.outcome["rejected"]),
+                            ("paid to workers", shown(paid_answers * reward)),
+                            ("relay fees", shown(accepted * fee)), ("refunded", shown(plan.refunded))]:
+            rows[name].append(str(value))
+    for name, values in rows.items():
+        table.add_row(name, *values)
     console.print(table)
-    console.print(f"gas used, all transactions: {result.gas_used:,}")
-    shown = "not run" if result.discrepancies is None else str(result.discrepancies)
-    console.print(f"audit discrepancies: [bold]{shown}[/]")
-    console.print(f"labels: {result.labels_path}")
-    for path in result.audit_paths:
-        console.print(f"audit report: {path}")
-
-
-def _fee_units(plan: BatchPlan) -> int:
-    return to_base_units(plan.relay_fee, plan.decimals)
+    console.print(f"gas used by every transaction of the story: {result.gas_used:,}")
+    console.print(f"labels (majority of paid answers): {result.labels_path}")
+    console.print(f"audit reports: {', '.join(str(p) for p in result.audit_paths)}")
+    print_audit_summary(result.audit, console)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 from datetime import datetime, timezone
 
 import httpx
@@ -17,6 +18,9 @@ from kempelen.protocol.cid import CID
 from kempelen.protocol.signing import answer_digest
 from kempelen.sdk.answers import SignedAnswer
 from kempelen.sdk.keys import Signer
+
+
+RATE_LIMIT_RETRIES = 5
 
 
 class RelayError(KempelenError):
@@ -56,6 +60,11 @@ class RelayClient:
         response = self.http.request(method, path, **kwargs)
         if response.status_code == 401 and self.signer and "Authorization" not in self.http.headers:
             self.login()
+            response = self.http.request(method, path, **kwargs)
+        for _ in range(RATE_LIMIT_RETRIES):
+            if response.status_code != 429:
+                break
+            time.sleep(min(float(response.headers.get("retry-after", "1")), 30))  # over the relay's rate
             response = self.http.request(method, path, **kwargs)
         if response.status_code not in ok:
             try:

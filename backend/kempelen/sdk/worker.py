@@ -85,7 +85,8 @@ class Worker:
             self.chain.transact(self.signer.private_key, self.chain.escrow.functions.withdraw(address))
             return balance
         nonce = self.chain.escrow.functions.nonces(self.address).call()
-        withdrawal = Withdrawal(self.address, address, nonce, int(time.time()) + 3600)
+        now = self.chain.w3.eth.get_block("latest")["timestamp"]  # the chain's clock, not ours
+        withdrawal = Withdrawal(self.address, address, nonce, now + 3600)
         signature = sign(self.chain.domain.digest(withdrawal.struct_hash()), self.signer.private_key)
         call = self.chain.escrow.functions.withdrawFor(self.address, address, withdrawal.deadline, signature)
         self.chain.transact(relayer.private_key, call)
