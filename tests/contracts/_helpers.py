@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 from brownie import ZERO_ADDRESS, Reputation, TaskEscrow, TestStablecoin, accounts, chain, web3
 from eth_hash.auto import keccak
+
 from kempelen.protocol.signing import Answer, Domain, Withdrawal, sign
 
 ETH = ZERO_ADDRESS
@@ -73,7 +74,9 @@ _workers: dict[int, object] = {}
 
 def worker(i: int):
     """A worker key that holds no ETH: it only signs (fund it to let it withdraw itself)."""
-    if i not in _workers:
+    known = _workers.get(i)
+    # brownie forgets added keys when a module's chain.reset() runs: add it again if so.
+    if known is None or str(known) not in {str(a) for a in accounts}:
         _workers[i] = accounts.add(keccak(b"kempelen-test-worker-%d" % i).hex())
     return _workers[i]
 
@@ -158,8 +161,16 @@ def answer_payload(batch_id, task_index, who, salt=b"") -> bytes:
     return b"answer %d/%d by %s %s" % (batch_id, task_index, str(who).encode(), salt)
 
 
-def signed_answer(escrow, signer, batch_id, task_index, payload=None, worker_address=None, chain_id=None,
-                  verifying_contract=None):
+def signed_answer(
+    escrow,
+    signer,
+    batch_id,
+    task_index,
+    payload=None,
+    worker_address=None,
+    chain_id=None,
+    verifying_contract=None,
+):
     """(Answer ABI tuple, 65-byte signature) as a worker's wallet produces them.
 
     `worker_address`, `chain_id` and `verifying_contract` default to the honest values; tests
@@ -169,7 +180,9 @@ def signed_answer(escrow, signer, batch_id, task_index, payload=None, worker_add
     if payload is None:
         payload = answer_payload(batch_id, task_index, worker_address)
     answer = Answer(batch_id, task_index, hashlib.sha256(payload).digest(), worker_address)
-    domain = Domain(chain.id if chain_id is None else chain_id, str(verifying_contract or escrow.address))
+    domain = Domain(
+        chain.id if chain_id is None else chain_id, str(verifying_contract or escrow.address)
+    )
     signature = sign(domain.digest(answer.struct_hash()), signer.private_key)
     return answer.as_tuple(), signature
 
@@ -211,8 +224,9 @@ def withdrawal_signature(escrow, signer, token, deadline, nonce=0, account=None,
 def fast_call(method, *args):
     """`method(*args)` through a bare eth_call: web3's middleware costs ~6 ms a call, this ~1 ms,
     which is what makes checking every balance after every fuzzing step affordable."""
-    response = web3.provider.make_request("eth_call", [{"to": method._address, "data": method.encode_input(*args)},
-                                                       "latest"])
+    response = web3.provider.make_request(
+        "eth_call", [{"to": method._address, "data": method.encode_input(*args)}, "latest"]
+    )
     if "error" in response:
         raise AssertionError(f"{method._name}{args} failed: {response['error']}")
     return method.decode_output(response["result"])
@@ -229,8 +243,12 @@ def batch_call(calls):
 
         _session = requests.Session()
     payload = [
-        {"jsonrpc": "2.0", "id": i, "method": "eth_call",
-         "params": [{"to": method._address, "data": method.encode_input(*args)}, "latest"]}
+        {
+            "jsonrpc": "2.0",
+            "id": i,
+            "method": "eth_call",
+            "params": [{"to": method._address, "data": method.encode_input(*args)}, "latest"],
+        }
         for i, (method, args) in enumerate(calls)
     ]
     responses = {r["id"]: r for r in _session.post(web3.provider.endpoint_uri, json=payload).json()}

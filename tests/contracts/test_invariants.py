@@ -24,11 +24,6 @@ from pathlib import Path
 
 import brownie
 import brownie.test
-from brownie import ForceSend, accounts, chain, web3
-from hypothesis import HealthCheck
-from hypothesis import strategies as st
-from kempelen.protocol.signing import to_compact
-
 from _helpers import (  # noqa: F401  (fixtures)
     ALREADY_ANSWERED,
     BAD_SIGNATURE,
@@ -46,8 +41,8 @@ from _helpers import (  # noqa: F401  (fixtures)
     UNKNOWN_BATCH,
     WORKER_BLOCKED,
     _isolate,
-    deployment,
     batch_call,
+    deployment,
     fund_gas,
     mine_at,
     now,
@@ -56,6 +51,11 @@ from _helpers import (  # noqa: F401  (fixtures)
     withdrawal_signature,
     worker,
 )
+from brownie import ForceSend, accounts, chain, web3
+from hypothesis import HealthCheck
+from hypothesis import strategies as st
+
+from kempelen.protocol.signing import to_compact
 
 EXAMPLES = int(os.environ.get("KEMPELEN_FUZZ_EXAMPLES", "40"))
 STEPS = int(os.environ.get("KEMPELEN_FUZZ_STEPS", "30"))
@@ -63,10 +63,31 @@ STEPS = int(os.environ.get("KEMPELEN_FUZZ_STEPS", "30"))
 TASK_INDEXES = [0, 1, 2, 31, 32, 95, 96, 97, 191, 192, 250]  # across status and count words
 ANSWER_KINDS = ["valid", "valid", "valid", "compact", "forged", "high_s", "wrong_domain"]
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
-SKIP_NAMES = ["UnknownBatch", "PastDeadline", "TaskOutOfRange", "BadSignature", "WorkerBlocked",
-              "ReputationTooLow", "AlreadyAnswered", "TaskFull", "InsufficientFunds"]
-MODEL_FIELDS = ("batches", "answers", "submitted_at", "counts", "balances", "nonces", "blocked", "surplus", "paid",
-                "worker_rep", "requester_rep", "seen")
+SKIP_NAMES = [
+    "UnknownBatch",
+    "PastDeadline",
+    "TaskOutOfRange",
+    "BadSignature",
+    "WorkerBlocked",
+    "ReputationTooLow",
+    "AlreadyAnswered",
+    "TaskFull",
+    "InsufficientFunds",
+]
+MODEL_FIELDS = (
+    "batches",
+    "answers",
+    "submitted_at",
+    "counts",
+    "balances",
+    "nonces",
+    "blocked",
+    "surplus",
+    "paid",
+    "worker_rep",
+    "requester_rep",
+    "seen",
+)
 STATS = {}  # "rule:outcome" -> times seen, printed with KEMPELEN_FUZZ_STATS=1
 GROUP = 96  # tasks sharing one answer word, hence one review clock per worker (ITaskEscrow)
 
@@ -114,16 +135,30 @@ class EscrowModel:
     st_honest = st.sampled_from([True, True, True, True, False])
     st_sleep = st.sampled_from([1, 5, 60, 400, 1200, 4000])
     st_amount = st.integers(1, 10**6)
-    st_terms = st.tuples(st_token, st_task_count, st_per_task, st_reward, st_fee, st_offset, st_window, st_min_rep)
+    st_terms = st.tuples(
+        st_token, st_task_count, st_per_task, st_reward, st_fee, st_offset, st_window, st_min_rep
+    )
     # One rule picks a weighted action: hypothesis (6.27) favours the first of several rules and
     # repeats whatever rule it mutates, which starved withdraw/release of steps.
     st_action = st.sampled_from(
-        ["submit"] * 4 + ["withdraw"] * 3 + ["approve", "reject", "release", "sleep"] * 2
+        ["submit"] * 4
+        + ["withdraw"] * 3
+        + ["approve", "reject", "release", "sleep"] * 2
         + ["create", "bonus", "extend", "reclaim", "block", "force_eth"]
     )
 
-    def rule_step(self, st_action, st_ix, st_honest, st_answers, st_picks, st_amount, st_token, st_sleep,
-                  st_terms):
+    def rule_step(
+        self,
+        st_action,
+        st_ix,
+        st_honest,
+        st_answers,
+        st_picks,
+        st_amount,
+        st_token,
+        st_sleep,
+        st_terms,
+    ):
         self._count(st_action)
         if st_action == "create":
             token, *terms = st_terms
@@ -139,7 +174,9 @@ class EscrowModel:
         elif st_action == "bonus":
             self.act_bonus(st_ix, st_amount, st_honest)
         elif st_action == "extend":
-            self.act_extend(st_ix, [0, 0, 100, 5000, -1][st_amount % 5], st_ix % 3, st_amount, st_honest)
+            self.act_extend(
+                st_ix, [0, 0, 100, 5000, -1][st_amount % 5], st_ix % 3, st_amount, st_honest
+            )
         elif st_action == "reclaim":
             self.act_reclaim(st_ix, st_honest)
         elif st_action == "block":
@@ -166,8 +203,23 @@ class EscrowModel:
         cls.tokens = {"eth": ETH, "usdc": cls.usdc.address}
 
         boot = object.__new__(EscrowModel)
-        boot.__dict__.update({k: getattr(cls, k) for k in (
-            "d", "escrow", "reputation", "usdc", "requesters", "relays", "stranger", "workers", "thief", "tokens")})
+        boot.__dict__.update(
+            {
+                k: getattr(cls, k)
+                for k in (
+                    "d",
+                    "escrow",
+                    "reputation",
+                    "usdc",
+                    "requesters",
+                    "relays",
+                    "stranger",
+                    "workers",
+                    "thief",
+                    "tokens",
+                )
+            }
+        )
         boot._reset_model()
         web3.provider.make_request("anvil_setBlockTimestampInterval", [1])
         # (token, requester, taskCount, answersPerTask, reward, relayFee, deadline offset, window, minRep)
@@ -176,7 +228,9 @@ class EscrowModel:
         boot.act_create("eth", 1, 2, 3, 10**6, 0, 3000, 600, 1)
         boot.act_submit(0, [(0, 0, "valid"), (1, 0, "valid"), (2, 96, "compact"), (0, 98, "valid")])
         boot.act_submit(1, [(0, 1, "valid"), (3, 2, "valid")])
-        cls.initial_model = copy.deepcopy({k: v for k, v in boot.__dict__.items() if k in MODEL_FIELDS})
+        cls.initial_model = copy.deepcopy(
+            {k: v for k, v in boot.__dict__.items() if k in MODEL_FIELDS}
+        )
         STATS.clear()
 
     def setup(self):
@@ -195,7 +249,10 @@ class EscrowModel:
         self.paid = set()  # (batch, worker, task) of every AnswerApproved / AnswerReleased
         self.worker_rep = {}  # worker -> [approved, rejected, released]
         self.requester_rep = {}
-        self.seen = {str(a) for a in self.requesters + self.relays + self.workers + [self.stranger, self.thief]}
+        self.seen = {
+            str(a)
+            for a in self.requesters + self.relays + self.workers + [self.stranger, self.thief]
+        }
 
     def teardown_final(cls):
         web3.provider.make_request("anvil_removeBlockTimestampInterval", [])
@@ -263,25 +320,53 @@ class EscrowModel:
 
     # ------------------------------------------------------------ batches
 
-    def act_create(self, st_token, st_ix, st_task_count, st_per_task, st_reward, st_fee, st_offset, st_window,
-                    st_min_rep):
+    def act_create(
+        self,
+        st_token,
+        st_ix,
+        st_task_count,
+        st_per_task,
+        st_reward,
+        st_fee,
+        st_offset,
+        st_window,
+        st_min_rep,
+    ):
         token = self.tokens[st_token]
         requester = self.requesters[st_ix % 2]
         deposit = st_task_count * st_per_task * (st_reward + st_fee)
         params = self._pay(token, deposit, requester)
         t = self._next_time()
         deadline = t + st_offset
-        terms = (token, st_task_count, st_per_task, st_reward, st_fee, deadline, st_window, st_min_rep,
-                 bytes(32), b"\x01\x55\x12\x20" + bytes(32))
+        terms = (
+            token,
+            st_task_count,
+            st_per_task,
+            st_reward,
+            st_fee,
+            deadline,
+            st_window,
+            st_min_rep,
+            bytes(32),
+            b"\x01\x55\x12\x20" + bytes(32),
+        )
         tx = self.escrow.createBatch(terms, params)
         assert tx.timestamp == t
         batch_id = tx.events["BatchCreated"]["batchId"]
         assert batch_id == len(self.batches) + 1
         assert tx.events["BatchCreated"]["deposit"] == deposit
         self.batches[batch_id] = dict(
-            requester=str(requester), token=token, task_count=st_task_count, per_task=st_per_task,
-            reward=st_reward, fee=st_fee, deadline=deadline, window=st_window, min_rep=st_min_rep,
-            funds=deposit, pending=0,
+            requester=str(requester),
+            token=token,
+            task_count=st_task_count,
+            per_task=st_per_task,
+            reward=st_reward,
+            fee=st_fee,
+            deadline=deadline,
+            window=st_window,
+            min_rep=st_min_rep,
+            funds=deposit,
+            pending=0,
         )
 
     def act_extend(self, st_ix, st_delay, st_grow, st_amount, st_honest):
@@ -290,20 +375,33 @@ class EscrowModel:
         batch_id = self._batch_id(st_ix)
         b = self.batches.get(batch_id)
         if b is None:
-            b = {"deadline": now(), "per_task": 1, "requester": str(self.requesters[0]), "token": ETH}
+            b = {
+                "deadline": now(),
+                "per_task": 1,
+                "requester": str(self.requesters[0]),
+                "token": ETH,
+            }
         caller = b["requester"] if st_honest else self._other_requester(b["requester"])
         deadline = b["deadline"] + st_delay if st_delay >= 0 else b["deadline"] - 1
         per_task = min(b["per_task"] + st_grow, 255) if st_amount % 11 else b["per_task"] - 1
         top_up = st_amount if st_amount % 3 else 0
         params = self._pay(b["token"], top_up, caller)
         self._next_time()
-        fails = (batch_id not in self.batches or caller != b["requester"] or deadline < b["deadline"]
-                 or per_task < b["per_task"])
+        fails = (
+            batch_id not in self.batches
+            or caller != b["requester"]
+            or deadline < b["deadline"]
+            or per_task < b["per_task"]
+        )
         tx = self._send(self.escrow.extend, (batch_id, deadline, per_task, top_up), params, fails)
         if tx is None:
             return
         event = tx.events["BatchExtended"]
-        assert (event["deadline"], event["answersPerTask"], event["topUp"]) == (deadline, per_task, top_up)
+        assert (event["deadline"], event["answersPerTask"], event["topUp"]) == (
+            deadline,
+            per_task,
+            top_up,
+        )
         b.update(deadline=deadline, per_task=per_task, funds=b["funds"] + top_up)
 
     def act_reclaim(self, st_ix, st_honest):
@@ -312,15 +410,28 @@ class EscrowModel:
             return
         batch_id = self._batch_id(st_ix)
         b = self.batches.get(batch_id)
-        caller = self.requesters[st_ix % 2] if b is None else (
-            b["requester"] if st_honest else str(self.stranger))
+        caller = (
+            self.requesters[st_ix % 2]
+            if b is None
+            else (b["requester"] if st_honest else str(self.stranger))
+        )
         if b is not None and st_honest and st_ix % 3:
-            pending = sorted(k for k, v in self.answers.items() if k[0] == batch_id and v == PENDING)
-            mine_at(max([now(), b["deadline"] + 1] + [self._review_deadline(k) + 1 for k in pending]))
+            pending = sorted(
+                k for k, v in self.answers.items() if k[0] == batch_id and v == PENDING
+            )
+            mine_at(
+                max([now(), b["deadline"] + 1] + [self._review_deadline(k) + 1 for k in pending])
+            )
             if pending:
                 self._settle(self.escrow.release, 2, batch_id, pending, str(self.stranger))
         t = self._next_time()
-        fails = (b is None or caller != b["requester"] or t <= b["deadline"] or b["pending"] or not b["funds"])
+        fails = (
+            b is None
+            or caller != b["requester"]
+            or t <= b["deadline"]
+            or b["pending"]
+            or not b["funds"]
+        )
         before = None if fails else token_balance(b["token"], caller)
         tx = self._send(self.escrow.reclaim, (batch_id,), {"from": caller}, fails)
         if tx is None:
@@ -337,7 +448,11 @@ class EscrowModel:
         batch_id = self._batch_id(st_ix)
         b = self.batches.get(batch_id)
         who = self.workers[st_ix % 4]
-        caller = str(self.requesters[0]) if b is None else (b["requester"] if st_honest else str(self.stranger))
+        caller = (
+            str(self.requesters[0])
+            if b is None
+            else (b["requester"] if st_honest else str(self.stranger))
+        )
         token = ETH if b is None else b["token"]
         params = self._pay(token, st_amount, caller)
         self._next_time()
@@ -364,7 +479,9 @@ class EscrowModel:
     def _sign(self, batch_id, who, task, kind, salt):
         payload = b"%d/%d/%s/%d" % (batch_id, task, str(who).encode(), salt)
         if kind == "forged":  # the thief signs in the worker's name
-            return signed_answer(self.escrow, self.thief, batch_id, task, payload, worker_address=who.address)
+            return signed_answer(
+                self.escrow, self.thief, batch_id, task, payload, worker_address=who.address
+            )
         if kind == "wrong_domain":
             return signed_answer(self.escrow, who, batch_id, task, payload, chain_id=chain.id + 1)
         answer, signature = signed_answer(self.escrow, who, batch_id, task, payload)
@@ -383,11 +500,17 @@ class EscrowModel:
         for bid, (w, task_pick, kind) in zip(batch_ids, st_answers):
             b = self.batches.get(bid)
             # Mostly a task of the batch; sometimes one from across status/count words, maybe out of range.
-            task = task_pick % b["task_count"] if b and task_pick % 5 else TASK_INDEXES[task_pick % len(TASK_INDEXES)]
+            task = (
+                task_pick % b["task_count"]
+                if b and task_pick % 5
+                else TASK_INDEXES[task_pick % len(TASK_INDEXES)]
+            )
             answers.append((w, task, kind))
         st_answers = answers
-        signed = [self._sign(bid, self.workers[w], task, kind, i)
-                  for i, (bid, (w, task, kind)) in enumerate(zip(batch_ids, st_answers))]
+        signed = [
+            self._sign(bid, self.workers[w], task, kind, i)
+            for i, (bid, (w, task, kind)) in enumerate(zip(batch_ids, st_answers))
+        ]
         t = self._next_time()
         # Predict each answer in order: accepted, or the set of reasons that may be given.
         expected, fees = [], {}
@@ -423,14 +546,20 @@ class EscrowModel:
                 b["pending"] += 1
                 fees[b["token"]] = fees.get(b["token"], 0) + b["fee"]
 
-        tx = self.escrow.submitAnswers([a for a, _ in signed], [s for _, s in signed], {"from": relay})
+        tx = self.escrow.submitAnswers(
+            [a for a, _ in signed], [s for _, s in signed], {"from": relay}
+        )
         assert tx.timestamp == t
         for reasons in expected:
             self._count(f"submit:{'skip' if reasons else 'ok'}")
         events = [e for e in tx.events if e.name in ("AnswerSubmitted", "AnswerSkipped")]
         assert len(events) == len(signed)
         for event, reasons, (answer, _) in zip(events, expected, signed):
-            assert (event["batchId"], event["worker"], event["taskIndex"]) == (answer[0], answer[3], answer[1])
+            assert (event["batchId"], event["worker"], event["taskIndex"]) == (
+                answer[0],
+                answer[3],
+                answer[1],
+            )
             if reasons:
                 assert event.name == "AnswerSkipped", (answer, reasons)
                 assert event["reason"] in reasons, (answer, event["reason"], reasons)
@@ -460,15 +589,20 @@ class EscrowModel:
             keys = pending
         if not keys and b is not None:
             return
-        picks = [keys[p % len(keys)] for p in st_picks] if keys else [(batch_id, str(self.workers[0]), 0)]
+        picks = (
+            [keys[p % len(keys)] for p in st_picks]
+            if keys
+            else [(batch_id, str(self.workers[0]), 0)]
+        )
         if st_honest:
             picks = list(dict.fromkeys(picks))
+        # Dishonest: any answers, from the requester (double approval, late rejection...) or not.
         if outcome == 2:
-            caller = str(self.relays[st_ix % 2]) if st_honest else str(self.stranger)
+            caller = str(self.relays[st_ix % 2]) if st_honest or st_ix % 3 else str(self.stranger)
             if st_honest and b is not None:
                 mine_at(max([now()] + [self._review_deadline(k) + 1 for k in picks]))
         else:
-            caller = b["requester"] if b and st_honest else str(self.stranger)
+            caller = b["requester"] if b and (st_honest or st_ix % 3) else str(self.stranger)
         self._settle(fn, outcome, batch_id, picks, caller, *extra)
 
     def _settle(self, fn, outcome, batch_id, picks, caller, *extra):
@@ -482,7 +616,9 @@ class EscrowModel:
             open_ = t <= self._review_deadline(key)
             fails = self.answers[key] != PENDING or key in seen or open_ != (outcome != 2)
             seen.add(key)
-        tx = self._send(fn, (batch_id, [(k[1], k[2]) for k in picks]) + extra, {"from": caller}, fails)
+        tx = self._send(
+            fn, (batch_id, [(k[1], k[2]) for k in picks]) + extra, {"from": caller}, fails
+        )
         if tx is None:
             return
         name = ["AnswerApproved", "AnswerRejected", "AnswerReleased"][outcome]
@@ -524,7 +660,9 @@ class EscrowModel:
         token = self.tokens[st_token]
         payees = self.workers + self.relays
         owed_ones = [a for a in payees if self.balances.get((token, str(a)), 0)]
-        account = owed_ones[st_ix % len(owed_ones)] if owed_ones and st_ix % 4 else payees[st_ix % 6]
+        account = (
+            owed_ones[st_ix % len(owed_ones)] if owed_ones and st_ix % 4 else payees[st_ix % 6]
+        )
         owed = self.balances.get((token, str(account)), 0)
         self._next_time()
         if st_honest or owed == 0:
@@ -541,10 +679,15 @@ class EscrowModel:
             deadline = now() + 100
             signature = withdrawal_signature(self.escrow, account, token, deadline, nonce=nonce)
             before = token_balance(token, account)
-            tx = self.escrow.withdrawFor(account, token, deadline, signature, {"from": self.stranger})
+            tx = self.escrow.withdrawFor(
+                account, token, deadline, signature, {"from": self.stranger}
+            )
             assert token_balance(token, account) == before + owed
             self.nonces[str(account)] = nonce + 1
-        assert (tx.events["Withdrawn"]["account"], tx.events["Withdrawn"]["amount"]) == (account, owed)
+        assert (tx.events["Withdrawn"]["account"], tx.events["Withdrawn"]["amount"]) == (
+            account,
+            owed,
+        )
         self.balances[(token, str(account))] = 0
 
     def act_sleep(self, st_sleep):
@@ -578,11 +721,18 @@ class EscrowModel:
         assert next(results) == len(batch_ids)  # batchCount: the model knows every batch
         locked = dict.fromkeys(tokens, 0)
         for batch_id in batch_ids:
-            (requester, deadline, _, per_task, token, _, _, reward, _, funds, pending, _) = next(results)
+            (requester, deadline, _, per_task, token, _, _, reward, _, funds, pending, _) = next(
+                results
+            )
             model = self.batches[batch_id]
             assert (requester, deadline, per_task, token, reward, funds, pending) == (
-                model["requester"], model["deadline"], model["per_task"], model["token"], model["reward"],
-                model["funds"], model["pending"]
+                model["requester"],
+                model["deadline"],
+                model["per_task"],
+                model["token"],
+                model["reward"],
+                model["funds"],
+                model["pending"],
             ), batch_id
             locked[token] += funds + pending * reward
         held = dict.fromkeys(tokens, 0)
@@ -593,7 +743,10 @@ class EscrowModel:
                 held[token] += balance
         owed = {token: next(results) for token in tokens}
         actual = {
-            ETH: int(web3.provider.make_request("eth_getBalance", [escrow.address, "latest"])["result"], 16),
+            ETH: int(
+                web3.provider.make_request("eth_getBalance", [escrow.address, "latest"])["result"],
+                16,
+            ),
             self.usdc.address: next(results),
         }
         for token in tokens:
@@ -610,7 +763,9 @@ class EscrowModel:
         for who in self.workers:
             assert list(next(results)) == self.worker_rep.get(str(who), [0, 0, 0]), who
         for requester in self.requesters:
-            assert list(next(results)) == self.requester_rep.get(str(requester), [0, 0, 0]), requester
+            assert list(next(results)) == self.requester_rep.get(str(requester), [0, 0, 0]), (
+                requester
+            )
 
 
 def test_escrow_matches_model(deployment):

@@ -2,15 +2,6 @@
 
 import brownie
 import pytest
-from brownie import (
-    FeeOnTransferToken,
-    ForceSend,
-    ReentrantReceiver,
-    ReentrantToken,
-    chain,
-    web3,
-)
-
 from _helpers import (  # noqa: F401  (fixtures)
     ETH,
     MANIFEST_CID,
@@ -32,6 +23,14 @@ from _helpers import (  # noqa: F401  (fixtures)
     terms,
     token_balance,
     withdrawal_signature,
+)
+from brownie import (
+    FeeOnTransferToken,
+    ForceSend,
+    ReentrantReceiver,
+    ReentrantToken,
+    chain,
+    web3,
 )
 
 OFF, CATCH, BUBBLE = 0, 1, 2
@@ -66,7 +65,9 @@ def receiver(deployment):
 
 @pytest.fixture
 def eth_batch(deployment):
-    batch_id, _ = create_batch(deployment.escrow, deployment.requester, terms(reward=REWARD, relay_fee=RELAY_FEE))
+    batch_id, _ = create_batch(
+        deployment.escrow, deployment.requester, terms(reward=REWARD, relay_fee=RELAY_FEE)
+    )
     return batch_id
 
 
@@ -75,7 +76,9 @@ def test_receiver_reenters_withdraw_eth_refused(deployment, receiver, eth_batch)
     # The receiver earns as a relay (fees) and as a bonus recipient.
     signed = [signed_answer(escrow, d.workers[i], eth_batch, 0 if i < 2 else 1) for i in range(3)]
     answers, signatures = [a for a, _ in signed], [s for _, s in signed]
-    receiver.execute(escrow, escrow.submitAnswers.encode_input(answers, signatures), {"from": d.stranger})
+    receiver.execute(
+        escrow, escrow.submitAnswers.encode_input(answers, signatures), {"from": d.stranger}
+    )
     escrow.bonus(eth_batch, receiver, BONUS, REASON_CID, {"from": d.requester, "value": BONUS})
     owed = 3 * RELAY_FEE + BONUS
     assert escrow.balanceOf(ETH, receiver) == owed
@@ -119,7 +122,9 @@ def test_receiver_as_requester_reenters_during_reclaim(deployment, receiver, ree
     assert tx.events["BatchCreated"]["requester"] == receiver
     # Targets for cross-function re-entry that would succeed outside a callback: a second batch
     # of the receiver's, a bonus it paid itself (an ETH balance), stablecoins it approved.
-    tx = receiver.execute(escrow, escrow.createBatch.encode_input(batch_terms), {"from": d.stranger, "value": deposit})
+    tx = receiver.execute(
+        escrow, escrow.createBatch.encode_input(batch_terms), {"from": d.stranger, "value": deposit}
+    )
     second_batch = tx.events["BatchCreated"]["batchId"]
     receiver.execute(
         escrow,
@@ -128,9 +133,13 @@ def test_receiver_as_requester_reenters_during_reclaim(deployment, receiver, ree
     )
     usdc_terms = terms(token=d.usdc, deadline=batch_terms[5] + 10**6)
     d.usdc.mint(receiver, deposit_of(usdc_terms), {"from": d.stranger})
-    receiver.execute(d.usdc, d.usdc.approve.encode_input(escrow, deposit_of(usdc_terms)), {"from": d.stranger})
+    receiver.execute(
+        d.usdc, d.usdc.approve.encode_input(escrow, deposit_of(usdc_terms)), {"from": d.stranger}
+    )
     submit(escrow, d.relay, [signed_answer(escrow, d.workers[0], batch_id, 0)])
-    receiver.execute(escrow, escrow.approve.encode_input(batch_id, [(d.workers[0], 0)]), {"from": d.stranger})
+    receiver.execute(
+        escrow, escrow.approve.encode_input(batch_id, [(d.workers[0], 0)]), {"from": d.stranger}
+    )
     _past(batch_terms[5])
 
     unused = 2 * (REWARD + RELAY_FEE)
@@ -169,7 +178,9 @@ def rtoken(deployment):
 def _token_batch(d, token, requester=None, **kw):
     kw.setdefault("reward", REWARD)
     kw.setdefault("relay_fee", RELAY_FEE)
-    batch_id, _ = create_batch(d.escrow, requester or d.requester, terms(token=token, **kw), token=token)
+    batch_id, _ = create_batch(
+        d.escrow, requester or d.requester, terms(token=token, **kw), token=token
+    )
     return batch_id
 
 
@@ -182,7 +193,9 @@ def test_token_reenters_withdraw_refused(deployment, rtoken):
     escrow.bonus(batch_id, rtoken, BONUS, REASON_CID, {"from": d.requester})
     held = rtoken.balanceOf(escrow)
 
-    rtoken.arm(escrow, escrow.withdraw.encode_input(rtoken), CATCH, escrow, rtoken, {"from": d.stranger})
+    rtoken.arm(
+        escrow, escrow.withdraw.encode_input(rtoken), CATCH, escrow, rtoken, {"from": d.stranger}
+    )
     tx = rtoken.execute(escrow, escrow.withdraw.encode_input(rtoken), {"from": d.stranger})
     _assert_reentry_refused(rtoken)
     assert rtoken.balanceOf(rtoken) == BONUS
@@ -198,7 +211,9 @@ def test_token_reentry_bubbles_and_withdraw_reverts_whole(deployment, rtoken):
     rtoken.mint(d.requester, BONUS, {"from": d.requester})
     rtoken.approve(escrow, BONUS, {"from": d.requester})
     escrow.bonus(batch_id, rtoken, BONUS, REASON_CID, {"from": d.requester})
-    rtoken.arm(escrow, escrow.withdraw.encode_input(rtoken), BUBBLE, escrow, rtoken, {"from": d.stranger})
+    rtoken.arm(
+        escrow, escrow.withdraw.encode_input(rtoken), BUBBLE, escrow, rtoken, {"from": d.stranger}
+    )
     with brownie.reverts("ReentrancyGuardReentrantCall: "):
         rtoken.execute(escrow, escrow.withdraw.encode_input(rtoken), {"from": d.stranger})
     assert escrow.balanceOf(rtoken, rtoken) == BONUS
@@ -208,7 +223,9 @@ def test_token_reentry_bubbles_and_withdraw_reverts_whole(deployment, rtoken):
 
 def test_token_as_requester_reenters_reclaim_refused(deployment, rtoken):
     d, escrow = deployment, deployment.escrow
-    batch_terms = terms(token=rtoken, reward=REWARD, relay_fee=RELAY_FEE, task_count=2, answers_per_task=1)
+    batch_terms = terms(
+        token=rtoken, reward=REWARD, relay_fee=RELAY_FEE, task_count=2, answers_per_task=1
+    )
     deposit = deposit_of(batch_terms)
     rtoken.mint(rtoken, deposit, {"from": d.stranger})
     rtoken.execute(rtoken, rtoken.approve.encode_input(escrow, deposit), {"from": d.stranger})
@@ -216,7 +233,9 @@ def test_token_as_requester_reenters_reclaim_refused(deployment, rtoken):
     batch_id = tx.events["BatchCreated"]["batchId"]
     _past(batch_terms[5])
 
-    rtoken.arm(escrow, escrow.reclaim.encode_input(batch_id), CATCH, escrow, rtoken, {"from": d.stranger})
+    rtoken.arm(
+        escrow, escrow.reclaim.encode_input(batch_id), CATCH, escrow, rtoken, {"from": d.stranger}
+    )
     tx = rtoken.execute(escrow, escrow.reclaim.encode_input(batch_id), {"from": d.stranger})
     _assert_reentry_refused(rtoken)
     assert rtoken.balanceOf(rtoken) == deposit  # back once, not twice
@@ -292,7 +311,9 @@ def test_fee_on_transfer_refused_on_create(deployment, fot):
     deposit = deposit_of(batch_terms)
     fot.mint(d.requester, deposit, {"from": d.requester})
     fot.approve(escrow, deposit, {"from": d.requester})
-    expected = f"EscrowFeeOnTransferToken: {fot.address.lower()}, {deposit}, {deposit - _fee(deposit)}"
+    expected = (
+        f"EscrowFeeOnTransferToken: {fot.address.lower()}, {deposit}, {deposit - _fee(deposit)}"
+    )
     with brownie.reverts(expected):
         escrow.createBatch(batch_terms, {"from": d.requester})
     assert escrow.batchCount() == 0
@@ -308,7 +329,9 @@ def test_fee_switched_on_later_refused_on_extend_and_bonus(deployment, fot):
     fot.mint(d.requester, 10**9, {"from": d.requester})
     fot.approve(escrow, 10**9, {"from": d.requester})
     deadline = batch_field(escrow, batch_id, "deadline")
-    with brownie.reverts(f"EscrowFeeOnTransferToken: {fot.address.lower()}, 5000, {5000 - _fee(5000)}"):
+    with brownie.reverts(
+        f"EscrowFeeOnTransferToken: {fot.address.lower()}, 5000, {5000 - _fee(5000)}"
+    ):
         escrow.extend(batch_id, deadline, 2, 5000, {"from": d.requester})
     with brownie.reverts(f"EscrowFeeOnTransferToken: {fot.address.lower()}, 1, 0"):
         escrow.bonus(batch_id, d.workers[0], 1, REASON_CID, {"from": d.requester})
@@ -360,7 +383,11 @@ def test_forced_eth_is_surplus_and_escrow_keeps_working(deployment):
     holders = _holders(d)
     assert_money_invariant(escrow, ETH, holders, surplus=forced)
 
-    submit(escrow, d.relay, [signed_answer(escrow, w0, batch_id, 0), signed_answer(escrow, w1, batch_id, 1)])
+    submit(
+        escrow,
+        d.relay,
+        [signed_answer(escrow, w0, batch_id, 0), signed_answer(escrow, w1, batch_id, 1)],
+    )
     escrow.approve(batch_id, [(w0, 0)], {"from": d.requester})
     chain.sleep(601)
     escrow.release(batch_id, [(w1, 1)], {"from": d.stranger})
@@ -405,8 +432,14 @@ def test_tokens_sent_directly_are_surplus(deployment):
 def reviewed_batch(deployment, eth_batch):
     """The ETH batch with two pending answers."""
     d = deployment
-    submit(d.escrow, d.relay, [signed_answer(d.escrow, d.workers[0], eth_batch, 0),
-                               signed_answer(d.escrow, d.workers[1], eth_batch, 0)])
+    submit(
+        d.escrow,
+        d.relay,
+        [
+            signed_answer(d.escrow, d.workers[0], eth_batch, 0),
+            signed_answer(d.escrow, d.workers[1], eth_batch, 0),
+        ],
+    )
     return eth_batch
 
 
@@ -424,7 +457,9 @@ def _requester_calls(d, batch_id):
     }
 
 
-@pytest.mark.parametrize("call", ["approve", "reject", "extend", "extend_topup", "reclaim", "bonus", "revealGold"])
+@pytest.mark.parametrize(
+    "call", ["approve", "reject", "extend", "extend_topup", "reclaim", "bonus", "revealGold"]
+)
 @pytest.mark.parametrize("caller", ["stranger", "other_requester", "relay", "worker"])
 def test_only_requester_may_act_on_batch(deployment, reviewed_batch, call, caller):
     d, escrow = deployment, deployment.escrow
@@ -443,7 +478,9 @@ def test_only_requester_may_act_on_batch(deployment, reviewed_batch, call, calle
     assert escrow.balanceOf(ETH, d.workers[0]) == 0
 
 
-@pytest.mark.parametrize("call", ["approve", "reject", "extend", "reclaim", "bonus", "revealGold", "release"])
+@pytest.mark.parametrize(
+    "call", ["approve", "reject", "extend", "reclaim", "bonus", "revealGold", "release"]
+)
 def test_calls_on_unknown_batch_revert(deployment, call):
     d = deployment
     unknown = d.escrow.batchCount() + 1
@@ -453,8 +490,12 @@ def test_calls_on_unknown_batch_revert(deployment, call):
         "reject": lambda: d.escrow.reject(unknown, [(w, 0)], REASON_CID, {"from": d.requester}),
         "extend": lambda: d.escrow.extend(unknown, 2**40 - 1, 1, 0, {"from": d.requester}),
         "reclaim": lambda: d.escrow.reclaim(unknown, {"from": d.requester}),
-        "bonus": lambda: d.escrow.bonus(unknown, w, 5, REASON_CID, {"from": d.requester, "value": 5}),
-        "revealGold": lambda: d.escrow.revealGold(unknown, b"\x01", bytes(32), {"from": d.requester}),
+        "bonus": lambda: d.escrow.bonus(
+            unknown, w, 5, REASON_CID, {"from": d.requester, "value": 5}
+        ),
+        "revealGold": lambda: d.escrow.revealGold(
+            unknown, b"\x01", bytes(32), {"from": d.requester}
+        ),
         "release": lambda: d.escrow.release(unknown, [(w, 0)], {"from": d.requester}),
     }[call]
     with brownie.reverts(f"EscrowUnknownBatch: {unknown}"):
@@ -466,7 +507,9 @@ def test_requester_cannot_pay_a_worker_who_did_not_answer(deployment, reviewed_b
     """Approval names the answer; the reward cannot be redirected to another account."""
     d, escrow = deployment, deployment.escrow
     for who, task in ((d.workers[2], 0), (d.requester, 0), (d.workers[0], 1)):
-        with brownie.reverts(f"EscrowAnswerNotPending: {reviewed_batch}, {who.address.lower()}, {task}, 0"):
+        with brownie.reverts(
+            f"EscrowAnswerNotPending: {reviewed_batch}, {who.address.lower()}, {task}, 0"
+        ):
             escrow.approve(reviewed_batch, [(who, task)], {"from": d.requester})
     assert escrow.balanceOf(ETH, d.requester) == 0
 
@@ -502,14 +545,19 @@ def test_withdraw_pays_only_the_caller(deployment, paid_worker):
             fund_gas(who)
         with brownie.reverts(f"EscrowNothingToWithdraw: {who.address.lower()}, {ETH}"):
             escrow.withdraw(ETH, {"from": who})
-    with brownie.reverts(f"EscrowNothingToWithdraw: {d.stranger.address.lower()}, {d.usdc.address.lower()}"):
+    with brownie.reverts(
+        f"EscrowNothingToWithdraw: {d.stranger.address.lower()}, {d.usdc.address.lower()}"
+    ):
         escrow.withdraw(d.usdc, {"from": d.stranger})
     assert escrow.balanceOf(ETH, paid_worker) == REWARD
     fund_gas(paid_worker)
     before = paid_worker.balance()
     tx = escrow.withdraw(ETH, {"from": paid_worker})
     assert paid_worker.balance() == before + REWARD - tx.gas_used * tx.gas_price
-    assert (tx.events["Withdrawn"]["account"], tx.events["Withdrawn"]["amount"]) == (paid_worker, REWARD)
+    assert (tx.events["Withdrawn"]["account"], tx.events["Withdrawn"]["amount"]) == (
+        paid_worker,
+        REWARD,
+    )
 
 
 def test_withdraw_for_pays_the_account_not_the_submitter(deployment, paid_worker):
@@ -529,12 +577,16 @@ def test_withdraw_for_pays_the_account_not_the_submitter(deployment, paid_worker
     batch_id, _ = create_batch(escrow, d.requester, terms(reward=REWARD, relay_fee=RELAY_FEE))
     submit(escrow, d.relay, [signed_answer(escrow, paid_worker, batch_id, 0)])
     escrow.approve(batch_id, [(paid_worker, 0)], {"from": d.requester})
-    with brownie.reverts(revert_pattern=f"EscrowInvalidSigner: {paid_worker.address.lower()}, 0x[0-9a-f]{{40}}"):
+    with brownie.reverts(
+        revert_pattern=f"EscrowInvalidSigner: {paid_worker.address.lower()}, 0x[0-9a-f]{{40}}"
+    ):
         escrow.withdrawFor(paid_worker, ETH, deadline, signature, {"from": d.stranger})
     assert escrow.balanceOf(ETH, paid_worker) == REWARD
 
 
-@pytest.mark.parametrize("forgery", ["other_signer", "other_token", "other_chain", "other_deadline", "wrong_nonce"])
+@pytest.mark.parametrize(
+    "forgery", ["other_signer", "other_token", "other_chain", "other_deadline", "wrong_nonce"]
+)
 def test_withdraw_for_refuses_forged_authorization(deployment, paid_worker, forgery):
     d, escrow = deployment, deployment.escrow
     deadline = now() + 3600
@@ -554,7 +606,9 @@ def test_withdraw_for_refuses_forged_authorization(deployment, paid_worker, forg
     signature = withdrawal_signature(escrow, signer, token, deadline, **kwargs)
     submitted_deadline = deadline + 1 if forgery == "other_deadline" else deadline
     expected_recovered = thief.address.lower() if forgery == "other_signer" else "0x[0-9a-f]{40}"
-    with brownie.reverts(revert_pattern=f"EscrowInvalidSigner: {paid_worker.address.lower()}, {expected_recovered}"):
+    with brownie.reverts(
+        revert_pattern=f"EscrowInvalidSigner: {paid_worker.address.lower()}, {expected_recovered}"
+    ):
         escrow.withdrawFor(paid_worker, ETH, submitted_deadline, signature, {"from": d.stranger})
     assert escrow.balanceOf(ETH, paid_worker) == REWARD
 
@@ -562,7 +616,9 @@ def test_withdraw_for_refuses_forged_authorization(deployment, paid_worker, forg
 def test_withdraw_for_expired_signature(deployment, paid_worker):
     d, escrow = deployment, deployment.escrow
     deadline = now() + 100
-    signature = withdrawal_signature(escrow, paid_worker, ETH, deadline, nonce=escrow.nonces(paid_worker))
+    signature = withdrawal_signature(
+        escrow, paid_worker, ETH, deadline, nonce=escrow.nonces(paid_worker)
+    )
     chain.sleep(200)
     with brownie.reverts(f"EscrowSignatureExpired: {deadline}"):
         escrow.withdrawFor(paid_worker, ETH, deadline, signature, {"from": d.stranger})

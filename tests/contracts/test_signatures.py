@@ -4,13 +4,6 @@ import hashlib
 
 import brownie
 import pytest
-from brownie import chain
-from eth_account.messages import encode_typed_data
-from eth_hash.auto import keccak
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from kempelen.protocol.signing import Answer, Domain, recover, to_compact
-
 from _helpers import (  # noqa: F401  (fixtures)
     ALREADY_ANSWERED,
     BAD_SIGNATURE,
@@ -36,6 +29,13 @@ from _helpers import (  # noqa: F401  (fixtures)
     submit,
     terms,
 )
+from brownie import chain
+from eth_account.messages import encode_typed_data
+from eth_hash.auto import keccak
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kempelen.protocol.signing import Answer, Domain, recover, to_compact
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 REWARD = 1_000_000
@@ -72,7 +72,9 @@ def assert_nothing_accepted(d, batch_id, funds_before):
     digest=st.binary(min_size=32, max_size=32),
     worker_raw=st.binary(min_size=20, max_size=20),
 )
-def test_answer_hash_equals_python_and_eth_account_digest(deployment, batch_id, task_index, digest, worker_raw):
+def test_answer_hash_equals_python_and_eth_account_digest(
+    deployment, batch_id, task_index, digest, worker_raw
+):
     escrow = deployment.escrow
     answer = Answer(batch_id, task_index, digest, "0x" + worker_raw.hex())
     domain = Domain(chain.id, escrow.address)
@@ -101,7 +103,12 @@ def test_valid_answer_accepted_and_relay_paid(deployment, batch):
     assert d.escrow.submitAnswers.call([answer], [signature], {"from": d.relay}) == 1
     tx = submit(d.escrow, d.relay, [(answer, signature)])
     event = tx.events["AnswerSubmitted"]
-    assert (event["batchId"], event["worker"], event["relayer"], event["taskIndex"]) == (batch, w, d.relay, 1)
+    assert (event["batchId"], event["worker"], event["relayer"], event["taskIndex"]) == (
+        batch,
+        w,
+        d.relay,
+        1,
+    )
     assert bytes(event["answerDigest"]) == answer[2]
     assert skipped(tx) == []
     assert status(d.escrow, batch, w, 1) == PENDING
@@ -139,7 +146,9 @@ def test_forged_answer_skipped_bad_signature(deployment, batch, forgery):
 def test_forged_answer_does_not_block_the_honest_one(deployment, batch):
     """A forged copy submitted first must not consume the worker's slot."""
     d, victim, forger = deployment, deployment.workers[0], deployment.workers[1]
-    forged = signed_answer(d.escrow, forger, batch, 2, worker_address=victim.address, payload=b"forged")
+    forged = signed_answer(
+        d.escrow, forger, batch, 2, worker_address=victim.address, payload=b"forged"
+    )
     honest = signed_answer(d.escrow, victim, batch, 2, payload=b"honest")
     tx = submit(d.escrow, d.relay, [forged, honest])
     assert skipped(tx) == [(victim, 2, BAD_SIGNATURE)]
@@ -225,7 +234,9 @@ def test_replay_in_later_transaction_skipped(deployment, batch, review):
     assert d.escrow.balanceOf(ETH, d.relay) == relay_balance
     assert d.escrow.balanceOf(ETH, w) == worker_balance
     # A fresh signature over a different payload for the same task is the same answer slot.
-    tx = submit(d.escrow, d.relay, [signed_answer(d.escrow, w, batch, 0, payload=b"second thoughts")])
+    tx = submit(
+        d.escrow, d.relay, [signed_answer(d.escrow, w, batch, 0, payload=b"second thoughts")]
+    )
     assert skipped(tx) == [(w, 0, ALREADY_ANSWERED)]
     assert_money_invariant(d.escrow, ETH, _holders(d))
 
@@ -276,7 +287,7 @@ def test_eip2098_compact_signature_accepted(deployment, batch):
     d = deployment
     signed = [signed_answer(d.escrow, d.workers[i], batch, i) for i in range(4)]
     compact = [(a, to_compact(s)) for a, s in signed]
-    for (a, s), (_, c) in zip(signed, compact):
+    for (a, _s), (_, c) in zip(signed, compact):
         assert len(c) == 64
         assert recover(bytes(d.escrow.answerHash(a)), c) == a[3]
     tx = submit(d.escrow, d.relay, compact)
