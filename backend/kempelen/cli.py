@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from kempelen.audit import cli as audit
-from kempelen.commands import deploy, requester, stack
+from kempelen.commands import deploy, requester, stack, worker
 from kempelen.indexer import cli as indexer
 from kempelen.ipfs import cli as ipfs
 from kempelen.relay import cli as relay
@@ -16,6 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(requester.app, name="requester")
+app.add_typer(worker.app, name="worker")
 app.add_typer(ipfs.app, name="ipfs")
 app.command("deploy")(deploy.deploy)
 app.command("index")(indexer.index)

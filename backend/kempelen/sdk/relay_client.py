@@ -118,6 +118,11 @@ class RelayClient:
         self._authed()
         return self._call("POST", "/leases", ok=(201,), json={"batch_id": batch_id, "task_index": task_index}).json()
 
+    def release_lease(self, batch_id: int, task_index: int) -> None:
+        """Give a leased slot back before the lease runs out."""
+        self._authed()
+        self._call("DELETE", f"/leases/{batch_id}/{task_index}", ok=(204, 404))
+
     def payload(self, batch_id: int, task_index: int) -> bytes:
         """A task's payload, checked here against its CID: the relay is not trusted with content."""
         cid = CID.parse(self.task(batch_id, task_index)["payload_cid"])

@@ -130,9 +130,8 @@ class Requester:
             gold_salt = "0x" + salt.hex()
 
         deposit = len(tasks) * answers_per_task * (reward_units + fee_units)
-        block_time = self.chain.w3.eth.get_block("latest")["timestamp"]
         terms = (token_address, len(tasks), answers_per_task, reward_units, fee_units,
-                 max(block_time, int(time.time())) + deadline, review_window, min_reputation,
+                 self._now() + deadline, review_window, min_reputation,
                  commitment, manifest_cid.to_bytes())
         receipt = self._fund(terms, token_address, deposit)
         (created,) = self.chain.escrow.events.BatchCreated().process_receipt(receipt, errors=DISCARD)
@@ -172,7 +171,7 @@ class Requester:
             name = token.functions.name().call()
         except Exception:  # the token has no EIP-2612 permit
             return None
-        deadline = int(time.time()) + 3600
+        deadline = self.chain.w3.eth.get_block("latest")["timestamp"] + 3600  # the chain's clock
         typed = {
             "types": {
                 "EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
@@ -243,7 +242,7 @@ class Requester:
                top_up: str = "0") -> str:
         """Later deadline (seconds from now), more answers per task, more funds."""
         batch = self.batch(batch_id)
-        new_deadline = int(time.time()) + deadline if deadline else batch["deadline"]
+        new_deadline = self._now() + deadline if deadline else batch["deadline"]
         units = to_base_units(top_up, self.decimals(batch["token"]))
         call = self.chain.escrow.functions.extend(
             batch_id, max(new_deadline, batch["deadline"]), answers_per_task or batch["answersPerTask"], units)
@@ -268,6 +267,10 @@ class Requester:
         return self.chain.transact(self.signer.private_key, call).transactionHash.hex()
 
     # -- state -------------------------------------------------------------------------------
+
+    def _now(self) -> int:
+        """Durations count from the later of the chain's clock and ours (a test chain may run ahead)."""
+        return max(self.chain.w3.eth.get_block("latest")["timestamp"], int(time.time()))
 
     def batch(self, batch_id: int) -> dict:
         names = [o["name"] for o in self.chain.escrow.get_function_by_name("batch").abi["outputs"][0]["components"]]

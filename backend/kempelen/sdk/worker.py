@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from kempelen.chain.contracts import Chain
 from kempelen.errors import KempelenError
-from kempelen.protocol.signing import Withdrawal, sign
+from kempelen.protocol.signing import Domain, Withdrawal, sign
 from kempelen.sdk.answers import SignedAnswer, sign_answer
 from kempelen.sdk.keys import Signer
 from kempelen.sdk.relay_client import RelayClient
@@ -29,7 +29,7 @@ class Worker:
     def __init__(self, relay: RelayClient, signer: Signer, chain: Chain | None = None):
         self.relay = relay
         self.signer = signer
-        self.chain = chain  # only for withdrawals and the signing domain
+        self.chain = chain  # only for withdrawals; answers need just the relay
         self._domain = chain.domain if chain else None
 
     @property
@@ -47,11 +47,18 @@ class Worker:
         ref = _ref(task)
         return self.relay.payload(ref.batch_id, ref.task_index)
 
+    @property
+    def domain(self) -> Domain:
+        """What answers are signed for: the chain's deployment, or else the chain and escrow
+        the relay names (a relay naming another escrow only gets signatures that escrow refuses)."""
+        if self._domain is None:
+            health = self.relay.health()
+            self._domain = Domain(int(health["chain_id"]), health["escrow"])
+        return self._domain
+
     def sign(self, task: TaskRef | dict, answer: object) -> SignedAnswer:
         ref = _ref(task)
-        if self._domain is None:
-            raise KempelenError("signing needs the chain (its id and escrow address): pass chain=")
-        return sign_answer(self._domain, self.signer, ref.batch_id, ref.task_index, answer)
+        return sign_answer(self.domain, self.signer, ref.batch_id, ref.task_index, answer)
 
     def submit(self, task: TaskRef | dict, answer: object) -> dict:
         """Sign the answer here (its CID computed locally) and post it; returns the receipt."""
