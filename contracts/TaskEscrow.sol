@@ -11,13 +11,15 @@ import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {IReputation} from "./interfaces/IReputation.sol";
 import {ITaskEscrow} from "./interfaces/ITaskEscrow.sol";
+import {BatchSettlement} from "./BatchSettlement.sol";
 
 /// @title Escrow of labeling batches: deposits, relayed signed answers, review, pull payments.
 /// @dev Answer state is packed: one word per (batch, worker, group of 96 tasks) holds 2 status
 /// bits per task in its low 192 bits and the worker's latest submission time in that group in
 /// its top 64 bits, so an answer costs a fresh slot only once per worker and group. Per-task
-/// answer counts are uint8s packed 32 to a word. Documented in ITaskEscrow.
-contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyGuardTransient {
+/// answer counts are uint8s packed 32 to a word. Documented in ITaskEscrow. The second payment
+/// path, requester-signed settlements with Merkle claims, lives in BatchSettlement (ISettlement).
+contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyGuardTransient, BatchSettlement {
     using SafeERC20 for IERC20;
 
     bytes32 private constant ANSWER_TYPEHASH =
@@ -68,6 +70,7 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         uint256 pending;
         uint256 accepted;
         bool screenBlocked; // the requester has blocked someone: look workers up
+        bool checkSettled; // the batch has settlements: refuse answers they paid
         bytes32 domainSeparator;
     }
 
@@ -373,6 +376,7 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         run.pending = b.pending;
         run.accepted = 0;
         run.screenBlocked = requester != address(0) && _blockedCount[requester] != 0;
+        run.checkSettled = requester != address(0) && _hasSettlement(batchId);
     }
 
     /// Writes back the run's batch funds and pending count and pays the relay its fees.
@@ -418,6 +422,9 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         uint256 word = _load(wordSlot);
         uint256 statusShift = _statusShift(taskIndex);
         if ((word >> statusShift) & STATUS_MASK != 0) return 1 + uint256(SkipReason.AlreadyAnswered);
+        if (run.checkSettled && _isSettled(run.batchId, worker, taskIndex)) {
+            return 1 + uint256(SkipReason.AlreadyAnswered); // paid by a settlement
+        }
         uint256 countsSlot = _slotOf(_answerCountsSlot(), _countKey(run.batchId, taskIndex));
         uint256 counts = _load(countsSlot);
         uint256 countShift = _countShift(taskIndex);
@@ -562,22 +569,6 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         }
     }
 
-    /// Signer of a 65-byte (r, s, v) or 64-byte EIP-2098 (r, vs) signature; address(0) if invalid
-    /// (any other length, high s, v not 27/28, no recoverable key).
-    function _recover(bytes32 digest, bytes calldata signature) private pure returns (address signer) {
-        if (signature.length == 65) {
-            (signer,,) = ECDSA.tryRecoverCalldata(digest, signature);
-        } else if (signature.length == 64) {
-            bytes32 r;
-            bytes32 vs;
-            assembly ("memory-safe") {
-                r := calldataload(signature.offset)
-                vs := calldataload(add(signature.offset, 0x20))
-            }
-            (signer,,) = ECDSA.tryRecover(digest, r, vs);
-        }
-    }
-
     // ---------------------------------------------------------------- internals: review
 
     /// Settles pending answers of one batch: approve, reject or release. Consecutive answers of
@@ -714,6 +705,54 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         } else {
             IERC20(token).safeTransfer(to, amount);
         }
+    }
+
+    // ---------------------------------------------------------------- internals: settlement hooks
+
+    function _settlementTerms(uint64 batchId)
+        internal
+        view
+        override
+        returns (address requester, address token, uint256 taskCount, uint256 reward, uint256 relayFee, uint256 funds)
+    {
+        Batch storage b = _batches[batchId];
+        return (b.requester, b.token, b.taskCount, b.reward, b.relayFee, b.funds);
+    }
+
+    function _claimTerms(uint64 batchId) internal view override returns (address token, uint256 reward) {
+        Batch storage b = _batches[batchId];
+        return (b.token, b.reward);
+    }
+
+    function _spendFunds(uint64 batchId, uint256 amount) internal override {
+        _batches[batchId].funds -= uint128(amount);
+    }
+
+    function _creditAccount(address token, address account, uint256 amount) internal override {
+        _credit(token, account, amount);
+    }
+
+    /// A 192-task settled word spans 6 whole answer-count words (32 tasks) and 2 answer words (96):
+    /// where a count word is 0 no answer to its tasks is pending or paid, so only tasks that have
+    /// direct answers cost a look at the worker's answer word.
+    function _firstDirectAnswer(uint256 batchId, address worker, uint256 firstTask, uint256 bits)
+        internal
+        view
+        override
+        returns (uint256)
+    {
+        for (uint256 block_; block_ < TASKS_PER_SETTLED_WORD / COUNTS_PER_WORD; ++block_) {
+            uint256 blockBits = (bits >> (block_ * COUNTS_PER_WORD)) & type(uint32).max;
+            uint256 blockFirst = firstTask + block_ * COUNTS_PER_WORD;
+            if (blockBits == 0 || _answerCounts[_countKey(batchId, blockFirst)] == 0) continue;
+            uint256 word = _answerWords[_answerKey(batchId, worker, blockFirst)];
+            for (uint256 b; b < COUNTS_PER_WORD; ++b) {
+                if ((blockBits >> b) & 1 == 0) continue;
+                uint256 status = (word >> _statusShift(blockFirst + b)) & STATUS_MASK;
+                if (status == PENDING || status == PAID) return blockFirst + b;
+            }
+        }
+        return type(uint256).max;
     }
 
     // ---------------------------------------------------------------- internals: packing

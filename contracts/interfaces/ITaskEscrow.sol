@@ -7,6 +7,7 @@ pragma solidity ^0.8.24;
 ///   token balance of the escrow ==
 ///       sum over batches of (funds + pending * reward)   // locked in batches
 ///     + sum over accounts of balanceOf(token, account)    // owed to workers, relays
+///     + sum over batches of (cumulativeTotal - claimed)    // settled, claimable (ISettlement)
 ///   plus any surplus nobody is owed (ETH forced in, tokens sent directly).
 /// `totalOwed(token)` tracks the right-hand side; no wei moves without an event, and every
 /// payment event names the answer (batchId, worker, taskIndex) it pays for.

@@ -27,8 +27,16 @@ _DOMAIN_TYPEHASH = keccak(
 )
 ANSWER_TYPE = "Answer(uint64 batchId,uint32 taskIndex,bytes32 answerDigest,address worker)"
 WITHDRAWAL_TYPE = "Withdrawal(address account,address token,uint256 nonce,uint256 deadline)"
+SETTLED_WORD_TYPE = "SettledWord(address worker,uint32 wordIndex,uint256 bits)"
+SETTLEMENT_TYPE = (
+    "Settlement(uint64 batchId,uint32 sequence,bytes32 root,uint256 cumulativeTotal,bytes manifestCid,"
+    "SettledWord[] settled)" + SETTLED_WORD_TYPE
+)
 _ANSWER_TYPEHASH = keccak(ANSWER_TYPE.encode())
 _WITHDRAWAL_TYPEHASH = keccak(WITHDRAWAL_TYPE.encode())
+_SETTLED_WORD_TYPEHASH = keccak(SETTLED_WORD_TYPE.encode())
+_SETTLEMENT_TYPEHASH = keccak(SETTLEMENT_TYPE.encode())
+TASKS_PER_SETTLED_WORD = 192  # ISettlement: bit b of word w settles task 192 * w + b
 
 # secp256k1 group order; signatures with s above half of it are malleated copies.
 _SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
@@ -147,6 +155,128 @@ class Withdrawal:
             + _word(self.nonce)
             + _word(self.deadline)
         )
+
+
+_EIP712_DOMAIN_FIELDS = [
+    {"name": "name", "type": "string"},
+    {"name": "version", "type": "string"},
+    {"name": "chainId", "type": "uint256"},
+    {"name": "verifyingContract", "type": "address"},
+]
+
+
+@dataclass(frozen=True)
+class SettledWord:
+    """Newly settled tasks of one worker: bit b of `bits` settles task 192 * word_index + b."""
+
+    worker: str
+    word_index: int
+    bits: int
+
+    def struct_hash(self) -> bytes:
+        return keccak(
+            _SETTLED_WORD_TYPEHASH + _address_word(self.worker) + _word(self.word_index) + _word(self.bits)
+        )
+
+    def as_tuple(self) -> tuple:
+        """The ABI tuple of ISettlement.SettledWord."""
+        return (to_checksum_address(self.worker), self.word_index, self.bits)
+
+    def task_indexes(self) -> list[int]:
+        first = self.word_index * TASKS_PER_SETTLED_WORD
+        return [first + b for b in range(TASKS_PER_SETTLED_WORD) if self.bits >> b & 1]
+
+
+def settled_words(answers) -> list[SettledWord]:
+    """The `settled` entries of a Settlement for (worker, task_index) pairs: one word per worker
+    and 192 tasks, sorted by (worker address as a number, word index) as the escrow requires."""
+    words: dict[tuple[int, int], int] = {}
+    for worker, task_index in answers:
+        if task_index < 0 or task_index >= 1 << 32:
+            raise KempelenError(f"task index out of range: {task_index}")
+        key = (int(_address_word(worker).hex(), 16), task_index // TASKS_PER_SETTLED_WORD)
+        bit = 1 << task_index % TASKS_PER_SETTLED_WORD
+        if words.get(key, 0) & bit:
+            raise KempelenError(f"answer settled twice: worker {worker}, task {task_index}")
+        words[key] = words.get(key, 0) | bit
+    return [
+        SettledWord(to_checksum_address(worker.to_bytes(20, "big")), word_index, bits)
+        for (worker, word_index), bits in sorted(words.items())
+    ]
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """A requester's settlement of a batch (ISettlement): the Merkle root of workers' cumulative
+    earnings, the batch's cumulative settled total, the manifest's binary CID and the answers
+    this settlement newly pays."""
+
+    batch_id: int
+    sequence: int
+    root: bytes
+    cumulative_total: int
+    manifest_cid: bytes
+    settled: tuple[SettledWord, ...]
+
+    def struct_hash(self) -> bytes:
+        settled_hash = keccak(b"".join(word.struct_hash() for word in self.settled))
+        return keccak(
+            _SETTLEMENT_TYPEHASH
+            + _word(self.batch_id)
+            + _word(self.sequence)
+            + self.root
+            + _word(self.cumulative_total)
+            + keccak(self.manifest_cid)
+            + settled_hash
+        )
+
+    def as_tuple(self) -> tuple:
+        """The ABI tuple of ISettlement.Settlement, for `settle(settlement, signature)`."""
+        return (
+            self.batch_id,
+            self.sequence,
+            self.root,
+            self.cumulative_total,
+            self.manifest_cid,
+            [word.as_tuple() for word in self.settled],
+        )
+
+    def answer_count(self) -> int:
+        return sum(bin(word.bits).count("1") for word in self.settled)
+
+    def typed_data(self, domain: Domain) -> dict:
+        """Full EIP-712 message, for wallets that sign typed data."""
+        return {
+            "types": {
+                "EIP712Domain": _EIP712_DOMAIN_FIELDS,
+                "Settlement": [
+                    {"name": "batchId", "type": "uint64"},
+                    {"name": "sequence", "type": "uint32"},
+                    {"name": "root", "type": "bytes32"},
+                    {"name": "cumulativeTotal", "type": "uint256"},
+                    {"name": "manifestCid", "type": "bytes"},
+                    {"name": "settled", "type": "SettledWord[]"},
+                ],
+                "SettledWord": [
+                    {"name": "worker", "type": "address"},
+                    {"name": "wordIndex", "type": "uint32"},
+                    {"name": "bits", "type": "uint256"},
+                ],
+            },
+            "primaryType": "Settlement",
+            "domain": domain.typed_data(),
+            "message": {
+                "batchId": self.batch_id,
+                "sequence": self.sequence,
+                "root": self.root,
+                "cumulativeTotal": self.cumulative_total,
+                "manifestCid": self.manifest_cid,
+                "settled": [
+                    {"worker": to_checksum_address(w.worker), "wordIndex": w.word_index, "bits": w.bits}
+                    for w in self.settled
+                ],
+            },
+        }
 
 
 def answer_digest(payload: bytes) -> bytes:

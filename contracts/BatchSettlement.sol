@@ -1,0 +1,439 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.30;
+
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
+import {ISettlement} from "./interfaces/ISettlement.sol";
+
+/// @title Requester-signed batch settlement with cumulative Merkle claims (documented in ISettlement).
+/// @dev Settled answers are 1 bit each in words keyed by (batch, worker, wordIndex), 192 tasks per
+/// word; the top 64 bits of a worker's word 0 count its settled and claimed answers in the batch,
+/// so a claim rewrites a slot the settlement created (5,000 gas) instead of creating one (22,100).
+/// The escrow's batches and balances stay in TaskEscrow, reached through the internal hooks below.
+abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransient {
+    bytes32 private constant SETTLED_WORD_TYPEHASH = keccak256("SettledWord(address worker,uint32 wordIndex,uint256 bits)");
+    bytes32 private constant SETTLEMENT_TYPEHASH = keccak256(
+        "Settlement(uint64 batchId,uint32 sequence,bytes32 root,uint256 cumulativeTotal,bytes manifestCid,"
+        "SettledWord[] settled)SettledWord(address worker,uint32 wordIndex,uint256 bits)"
+    );
+
+    uint256 internal constant TASKS_PER_SETTLED_WORD = 192;
+    uint256 private constant TASK_BITS = (1 << 192) - 1;
+    uint256 private constant SETTLED_COUNT_SHIFT = 192; // in word 0: answers settled, uint32
+    uint256 private constant CLAIMED_COUNT_SHIFT = 224; // in word 0: answers claimed, uint32
+    uint256 private constant COUNT_MASK = type(uint32).max;
+
+    struct SettlementTotals {
+        uint32 sequence;
+        uint224 cumulativeTotal;
+    }
+
+    /// The batch's terms a settlement reads (full-width, in memory).
+    struct SettleTerms {
+        address requester;
+        address token;
+        uint256 taskCount;
+        uint256 reward;
+        uint256 relayFee;
+        uint256 funds;
+    }
+
+    /// The batch's view of one settlement being posted (full-width fields, in memory).
+    struct SettleRun {
+        uint256 batchId;
+        uint256 taskCount;
+        address worker; // of the current run of entries
+        uint256 word0Slot; // the worker's word 0: its settled/claimed counts
+        uint256 word0;
+        uint256 runAnswers; // settled in this call for the current worker
+        uint256 answers; // settled in this call
+        uint256 previousKey; // (worker, wordIndex) of the previous entry, for the sort check
+    }
+
+    mapping(uint64 batchId => bytes32) private _roots;
+    mapping(uint64 batchId => SettlementTotals) private _totals;
+    /// key: batchId << 192 | wordIndex << 160 | worker (see _settledKey)
+    mapping(uint256 key => uint256) private _settledWords;
+
+    // ---------------------------------------------------------------- hooks into the escrow
+
+    /// The batch's terms a settlement needs; requester address(0) for an unknown batch.
+    function _settlementTerms(uint64 batchId)
+        internal
+        view
+        virtual
+        returns (address requester, address token, uint256 taskCount, uint256 reward, uint256 relayFee, uint256 funds);
+    /// The batch's token and reward per answer (what a claim needs).
+    function _claimTerms(uint64 batchId) internal view virtual returns (address token, uint256 reward);
+    /// Takes `amount` out of the batch's funds (checked by the caller).
+    function _spendFunds(uint64 batchId, uint256 amount) internal virtual;
+    function _creditAccount(address token, address account, uint256 amount) internal virtual;
+    /// The first task among `bits` (task firstTask + b for bit b) with an answer of `worker` that is
+    /// pending or paid on the direct path, or type(uint256).max if none.
+    function _firstDirectAnswer(uint256 batchId, address worker, uint256 firstTask, uint256 bits)
+        internal
+        view
+        virtual
+        returns (uint256);
+
+    // ---------------------------------------------------------------- settle
+
+    function settle(Settlement calldata settlement, bytes calldata signature) external nonReentrant {
+        uint64 batchId = settlement.batchId;
+        SettleTerms memory terms = _batchTerms(batchId);
+        uint256 previousTotal = _checkHeader(settlement, terms);
+        (uint256 answers, bytes32 settledHash) = _settleWords(batchId, terms.taskCount, settlement.settled);
+        address signer = _recover(_hashTypedDataV4(_settlementStructHash(settlement, settledHash)), signature);
+        if (signer != terms.requester) revert SettlementInvalidSigner(batchId, terms.requester, signer);
+        _book(settlement, terms, answers, previousTotal);
+    }
+
+    function _batchTerms(uint64 batchId) private view returns (SettleTerms memory terms) {
+        (terms.requester, terms.token, terms.taskCount, terms.reward, terms.relayFee, terms.funds) =
+            _settlementTerms(batchId);
+        if (terms.requester == address(0)) revert SettlementUnknownBatch(batchId);
+    }
+
+    /// Sequence and root; returns the batch's cumulative total so far.
+    function _checkHeader(Settlement calldata settlement, SettleTerms memory) private view returns (uint256) {
+        uint64 batchId = settlement.batchId;
+        SettlementTotals memory totals = _totals[batchId];
+        if (settlement.sequence <= totals.sequence) {
+            revert SettlementStaleSequence(batchId, settlement.sequence, totals.sequence);
+        }
+        if (settlement.root == 0) revert SettlementEmptyRoot(batchId);
+        return totals.cumulativeTotal;
+    }
+
+    /// Checks the signed total against the answers settled, moves rewards to the claimable pool and
+    /// relay fees to the poster, records the new root.
+    function _book(Settlement calldata settlement, SettleTerms memory terms, uint256 answers, uint256 previousTotal)
+        private
+    {
+        uint64 batchId = settlement.batchId;
+        uint256 amount = answers * terms.reward;
+        uint256 expected = previousTotal + amount;
+        if (settlement.cumulativeTotal != expected) {
+            revert SettlementWrongTotal(batchId, expected, settlement.cumulativeTotal);
+        }
+        uint256 fees = answers * terms.relayFee;
+        if (amount + fees > terms.funds) revert SettlementInsufficientFunds(batchId, amount + fees, terms.funds);
+
+        _roots[batchId] = settlement.root;
+        // expected <= everything the batch ever held, and a batch holds at most 2^128 at a time.
+        _totals[batchId] = SettlementTotals(settlement.sequence, uint224(expected));
+        _spendFunds(batchId, amount + fees);
+        if (fees != 0) _creditAccount(terms.token, msg.sender, fees);
+        _emitPosted(settlement, expected, amount, fees, answers);
+    }
+
+    function _emitPosted(Settlement calldata settlement, uint256 total, uint256 amount, uint256 fees, uint256 answers)
+        private
+    {
+        emit SettlementPosted(
+            settlement.batchId, settlement.sequence, msg.sender, settlement.root, total, amount, fees,
+            uint32(answers), settlement.manifestCid
+        );
+    }
+
+    /// Marks every entry's answers settled and counts them per worker; returns how many answers
+    /// and the EIP-712 hash of the entries (hashed here, in the same pass over the calldata).
+    function _settleWords(uint64 batchId, uint256 taskCount, SettledWord[] calldata settled)
+        private
+        returns (uint256, bytes32)
+    {
+        SettleRun memory run;
+        run.batchId = batchId;
+        run.taskCount = taskCount;
+        uint256 count = settled.length;
+        bytes32[] memory entryHashes = new bytes32[](count);
+        for (uint256 i; i < count;) {
+            (address worker, uint256 wordIndex, uint256 bits) = _entryAt(settled, i);
+            entryHashes[i] = _entryHash(worker, wordIndex, bits);
+            _checkEntry(run, i, worker, wordIndex, bits);
+            if (worker != run.worker) _openWorker(run, worker);
+            _settleEntry(run, worker, wordIndex, bits);
+            emit AnswersSettled(batchId, worker, uint32(wordIndex), bits);
+            unchecked {
+                ++i;
+            }
+        }
+        _closeWorker(run);
+        bytes32 settledHash;
+        assembly ("memory-safe") {
+            settledHash := keccak256(add(entryHashes, 0x20), shl(5, count))
+        }
+        return (run.answers, settledHash);
+    }
+
+    /// Order, worker, task range, and no answer already pending or paid on the direct path.
+    function _checkEntry(SettleRun memory run, uint256 i, address worker, uint256 wordIndex, uint256 bits)
+        private
+        view
+    {
+        uint64 batchId = uint64(run.batchId);
+        if (worker == address(0)) revert SettlementInvalidWorker(batchId, i);
+        uint256 key = (uint256(uint160(worker)) << 32) | wordIndex;
+        if (key <= run.previousKey) revert SettlementUnsorted(batchId, i);
+        run.previousKey = key;
+        uint256 firstTask = wordIndex * TASKS_PER_SETTLED_WORD; // wordIndex < 2^32: no overflow
+        if (bits > TASK_BITS || firstTask >= run.taskCount || bits >> (run.taskCount - firstTask) != 0) {
+            revert SettlementTaskOutOfRange(batchId, worker, uint32(wordIndex));
+        }
+        uint256 direct = _firstDirectAnswer(batchId, worker, firstTask, bits);
+        if (direct != type(uint256).max) revert SettlementAnsweredDirectly(batchId, worker, uint32(direct));
+    }
+
+    function _openWorker(SettleRun memory run, address worker) private {
+        _closeWorker(run);
+        run.worker = worker;
+        run.word0Slot = _settledSlot(_settledKey(run.batchId, worker, 0));
+        run.word0 = _loadWord(run.word0Slot);
+        run.runAnswers = 0;
+    }
+
+    /// Adds the worker's newly settled answers to its count in word 0 and writes word 0 once.
+    function _closeWorker(SettleRun memory run) private {
+        if (run.worker == address(0)) return;
+        unchecked {
+            // settled <= taskCount < 2^32: distinct tasks, each settled at most once.
+            _storeWord(run.word0Slot, run.word0 + (run.runAnswers << SETTLED_COUNT_SHIFT));
+            run.answers += run.runAnswers;
+        }
+    }
+
+    function _settleEntry(SettleRun memory run, address worker, uint256 wordIndex, uint256 bits) private {
+        uint256 slot;
+        uint256 word;
+        if (wordIndex == 0) {
+            word = run.word0; // written back with the counts by _closeWorker
+        } else {
+            slot = _settledSlot(_settledKey(run.batchId, worker, wordIndex));
+            word = _loadWord(slot);
+        }
+        uint256 overlap = word & bits;
+        if (overlap != 0) {
+            revert SettlementAlreadySettled(
+                uint64(run.batchId), worker, uint32(wordIndex * TASKS_PER_SETTLED_WORD + _lowestBit(overlap))
+            );
+        }
+        if (wordIndex == 0) {
+            run.word0 = word | bits;
+        } else {
+            _storeWord(slot, word | bits);
+        }
+        unchecked {
+            run.runAnswers += _popcount(bits);
+        }
+    }
+
+    // ---------------------------------------------------------------- claims
+
+    function claim(uint64 batchId, address worker, uint256 cumulative, bytes32[] calldata proof)
+        external
+        nonReentrant
+        returns (uint256)
+    {
+        return _claim(batchId, worker, cumulative, proof);
+    }
+
+    function claimMany(EarningsClaim[] calldata claims) external nonReentrant returns (uint256 total) {
+        for (uint256 i; i < claims.length;) {
+            EarningsClaim calldata c = claims[i];
+            total += _claim(c.batchId, c.worker, c.cumulative, c.proof);
+            unchecked {
+                ++i;
+            }
+        }
+    }
+
+    function _claim(uint64 batchId, address worker, uint256 cumulative, bytes32[] calldata proof)
+        private
+        returns (uint256 amount)
+    {
+        bytes32 root = _roots[batchId];
+        if (root == 0) revert SettlementNoRoot(batchId);
+        bytes32 leaf = keccak256(bytes.concat(keccak256(abi.encode(worker, cumulative))));
+        if (!MerkleProof.verifyCalldata(proof, root, leaf)) revert SettlementInvalidProof(batchId, worker, cumulative);
+        (address token, uint256 reward) = _claimTerms(batchId);
+        if (cumulative % reward != 0) revert SettlementUnevenAmount(batchId, cumulative, reward);
+        amount = _markClaimed(batchId, worker, cumulative, reward);
+        _creditAccount(token, worker, amount);
+        emit EarningsClaimed(batchId, worker, amount, cumulative);
+    }
+
+    /// Raises the worker's claimed count to cumulative / reward, within its settled count; returns
+    /// the amount newly claimed.
+    function _markClaimed(uint64 batchId, address worker, uint256 cumulative, uint256 reward)
+        private
+        returns (uint256)
+    {
+        uint256 slot = _settledSlot(_settledKey(batchId, worker, 0));
+        uint256 word0 = _loadWord(slot);
+        uint256 settledCount = (word0 >> SETTLED_COUNT_SHIFT) & COUNT_MASK;
+        uint256 claimedCount = word0 >> CLAIMED_COUNT_SHIFT;
+        uint256 count = cumulative / reward;
+        if (count > settledCount) {
+            revert SettlementClaimExceedsSettled(batchId, worker, cumulative, settledCount * reward);
+        }
+        if (count <= claimedCount) revert SettlementNothingToClaim(batchId, worker, cumulative, claimedCount * reward);
+        // count <= settledCount < 2^32 fits the claimed field.
+        _storeWord(slot, (word0 & ~(COUNT_MASK << CLAIMED_COUNT_SHIFT)) | (count << CLAIMED_COUNT_SHIFT));
+        return (count - claimedCount) * reward;
+    }
+
+    // ---------------------------------------------------------------- views
+
+    function settlementOf(uint64 batchId)
+        external
+        view
+        returns (uint32 sequence, bytes32 root, uint256 cumulativeTotal)
+    {
+        SettlementTotals memory totals = _totals[batchId];
+        return (totals.sequence, _roots[batchId], totals.cumulativeTotal);
+    }
+
+    function earningsOf(uint64 batchId, address worker) external view returns (uint256 settled, uint256 claimed) {
+        uint256 word0 = _settledWords[_settledKey(batchId, worker, 0)];
+        (, uint256 reward) = _claimTerms(batchId);
+        settled = ((word0 >> SETTLED_COUNT_SHIFT) & COUNT_MASK) * reward;
+        claimed = (word0 >> CLAIMED_COUNT_SHIFT) * reward;
+    }
+
+    function isSettled(uint64 batchId, address worker, uint32 taskIndex) external view returns (bool) {
+        return _isSettled(batchId, worker, taskIndex);
+    }
+
+    function settlementHash(Settlement calldata settlement) external view returns (bytes32) {
+        uint256 count = settlement.settled.length;
+        bytes32[] memory entryHashes = new bytes32[](count);
+        for (uint256 i; i < count; ++i) {
+            (address worker, uint256 wordIndex, uint256 bits) = _entryAt(settlement.settled, i);
+            entryHashes[i] = _entryHash(worker, wordIndex, bits);
+        }
+        return _hashTypedDataV4(_settlementStructHash(settlement, keccak256(abi.encodePacked(entryHashes))));
+    }
+
+    // ---------------------------------------------------------------- internals for the escrow
+
+    /// Whether the batch ever had a settlement: only then can an answer of it be settled.
+    function _hasSettlement(uint256 batchId) internal view returns (bool) {
+        return _totals[uint64(batchId)].sequence != 0;
+    }
+
+    function _isSettled(uint256 batchId, address worker, uint256 taskIndex) internal view returns (bool) {
+        unchecked {
+            uint256 word = _settledWords[_settledKey(batchId, worker, taskIndex / TASKS_PER_SETTLED_WORD)];
+            return (word >> (taskIndex % TASKS_PER_SETTLED_WORD)) & 1 != 0;
+        }
+    }
+
+    /// Signer of a 65-byte (r, s, v) or 64-byte EIP-2098 (r, vs) signature; address(0) if invalid
+    /// (any other length, high s, v not 27/28, no recoverable key).
+    function _recover(bytes32 digest, bytes calldata signature) internal pure returns (address signer) {
+        if (signature.length == 65) {
+            (signer,,) = ECDSA.tryRecoverCalldata(digest, signature);
+        } else if (signature.length == 64) {
+            bytes32 r;
+            bytes32 vs;
+            assembly ("memory-safe") {
+                r := calldataload(signature.offset)
+                vs := calldataload(add(signature.offset, 0x20))
+            }
+            (signer,,) = ECDSA.tryRecover(digest, r, vs);
+        }
+    }
+
+    // ---------------------------------------------------------------- internals: encoding
+
+    function _settlementStructHash(Settlement calldata settlement, bytes32 settledHash) private pure returns (bytes32) {
+        return keccak256(
+            abi.encode(
+                SETTLEMENT_TYPEHASH,
+                settlement.batchId,
+                settlement.sequence,
+                settlement.root,
+                settlement.cumulativeTotal,
+                keccak256(settlement.manifestCid),
+                settledHash
+            )
+        );
+    }
+
+    function _entryHash(address worker, uint256 wordIndex, uint256 bits) private pure returns (bytes32 hash) {
+        bytes32 typeHash = SETTLED_WORD_TYPEHASH;
+        assembly ("memory-safe") {
+            let m := mload(0x40)
+            mstore(m, typeHash)
+            mstore(add(m, 0x20), worker)
+            mstore(add(m, 0x40), wordIndex)
+            mstore(add(m, 0x60), bits)
+            hash := keccak256(m, 0x80)
+        }
+    }
+
+    /// settled[i] of a static 3-word struct array (bounds checked on entry, fields here).
+    function _entryAt(SettledWord[] calldata settled, uint256 i)
+        private
+        pure
+        returns (address, uint256 wordIndex, uint256 bits)
+    {
+        uint256 rawWorker;
+        assembly ("memory-safe") {
+            let p := add(settled.offset, mul(i, 0x60))
+            rawWorker := calldataload(p)
+            wordIndex := calldataload(add(p, 0x20))
+            bits := calldataload(add(p, 0x40))
+        }
+        if ((rawWorker >> 160) | (wordIndex >> 32) != 0) revert();
+        return (address(uint160(rawWorker)), wordIndex, bits);
+    }
+
+    function _settledKey(uint256 batchId, address worker, uint256 wordIndex) private pure returns (uint256) {
+        unchecked {
+            return (batchId << 192) | (wordIndex << 160) | uint160(worker);
+        }
+    }
+
+    function _settledSlot(uint256 key) private pure returns (uint256 slot) {
+        assembly ("memory-safe") {
+            mstore(0x00, key)
+            mstore(0x20, _settledWords.slot)
+            slot := keccak256(0x00, 0x40)
+        }
+    }
+
+    function _loadWord(uint256 slot) private view returns (uint256 value) {
+        assembly ("memory-safe") {
+            value := sload(slot)
+        }
+    }
+
+    function _storeWord(uint256 slot, uint256 value) private {
+        assembly ("memory-safe") {
+            sstore(slot, value)
+        }
+    }
+
+    /// Set bits of x (SWAR popcount over 64-bit lanes; x < 2^192 here, any x works).
+    function _popcount(uint256 x) private pure returns (uint256 count) {
+        unchecked {
+            for (uint256 lane; lane < 4; ++lane) {
+                uint256 v = (x >> (lane * 64)) & type(uint64).max;
+                v = v - ((v >> 1) & 0x5555555555555555);
+                v = (v & 0x3333333333333333) + ((v >> 2) & 0x3333333333333333);
+                v = (v + (v >> 4)) & 0x0f0f0f0f0f0f0f0f;
+                count += ((v * 0x0101010101010101) & type(uint64).max) >> 56;
+            }
+        }
+    }
+
+    function _lowestBit(uint256 x) private pure returns (uint256 index) {
+        while (x & 1 == 0) {
+            x >>= 1;
+            ++index;
+        }
+    }
+}

@@ -1,0 +1,120 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+/// @title Kempelen batch settlement: a requester-signed, cumulative Merkle payment path whose
+/// on-chain cost per paid answer approaches zero (TaskEscrow implements it beside ITaskEscrow).
+/// @notice The relay gathers workers' signed answers off-chain; at the end of an epoch the batch's
+/// requester signs a Settlement (EIP-712, domain "Kempelen"/"1" of the escrow):
+///   Settlement(uint64 batchId,uint32 sequence,bytes32 root,uint256 cumulativeTotal,bytes manifestCid,
+///              SettledWord[] settled)SettledWord(address worker,uint32 wordIndex,uint256 bits)
+/// and anyone posts it with `settle`. `settled` names the answers this settlement newly pays:
+/// per worker, bitmaps of task indexes, 192 tasks per word (bit b of word w = task 192 * w + b),
+/// sorted by (worker, wordIndex) without repeats. Each settled answer pays exactly batch.reward
+/// to its worker and batch.relayFee to whoever posts the settlement (as submitAnswers pays its
+/// sender); both come out of the batch's funds, so
+///   cumulativeTotal == previous cumulativeTotal + newly settled answers * reward.
+/// `root` is the root of an OpenZeppelin StandardMerkleTree (leafEncoding ["address","uint256"])
+/// of (worker, cumulative earnings in this batch): leaf = keccak256(bytes.concat(keccak256(
+/// abi.encode(worker, cumulative)))), sorted-pair hashing. `manifestCid` (binary) names the
+/// settlement manifest listing every settled answer with its worker's signature and amount, so an
+/// auditor can check root, leaves and totals against signed, content-addressed answers.
+///
+/// Workers (or anyone for them) `claim` with a proof against the batch's latest root: the escrow
+/// credits cumulative - already claimed to the worker's escrow balance (withdraw/withdrawFor pay
+/// it out). A claim never exceeds the worker's settled answers * reward in this batch, whatever
+/// the root says, so a root can only ever pay a worker what its settled answers earned.
+///
+/// One answer, one path: a settled (worker, task) is refused by submitAnswers (AlreadyAnswered),
+/// and a settlement naming an answer that is pending or paid on the direct path reverts. An
+/// answer the requester neither settles nor rejects can still go submit -> review -> release.
+///
+/// Money invariant (extends ITaskEscrow's), per token:
+///   token balance of the escrow == totalOwed(token) (+ surplus nobody is owed) ==
+///       sum over batches of (funds + pending * reward + cumulativeTotal - claimed in the batch)
+///     + sum over accounts of balanceOf(token, account).
+/// Settling moves value from a batch's funds to its claimable pool and the poster's balance;
+/// claiming moves it from the pool to the worker's balance: totalOwed does not change.
+interface ISettlement {
+    /// Newly settled tasks of one worker: bit b set = task 192 * wordIndex + b is paid.
+    struct SettledWord {
+        address worker;
+        uint32 wordIndex;
+        uint256 bits; // only the low 192 bits may be set
+    }
+
+    /// What the batch's requester signs and anyone posts.
+    struct Settlement {
+        uint64 batchId;
+        uint32 sequence; // strictly greater than the batch's last settlement's
+        bytes32 root; // StandardMerkleTree root of (worker, cumulative earnings in the batch)
+        uint256 cumulativeTotal; // everything settled in the batch so far, rewards only
+        bytes manifestCid; // binary CID of the settlement manifest
+        SettledWord[] settled; // answers newly settled, sorted by (worker, wordIndex)
+    }
+
+    /// One claim of `claimMany`.
+    struct EarningsClaim {
+        uint64 batchId;
+        address worker;
+        uint256 cumulative; // the worker's leaf amount in the batch's latest root
+        bytes32[] proof;
+    }
+
+    /// A settlement of `batchId` was posted by `poster`: `amount` moved from the batch's funds to
+    /// its claimable pool for `answers` newly settled answers, `relayFees` credited to the poster.
+    event SettlementPosted(
+        uint64 indexed batchId,
+        uint32 indexed sequence,
+        address indexed poster,
+        bytes32 root,
+        uint256 cumulativeTotal,
+        uint256 amount,
+        uint256 relayFees,
+        uint32 answers,
+        bytes manifestCid
+    );
+    /// The answers of `worker` to tasks 192 * wordIndex + b (bit b of `bits`) are settled.
+    event AnswersSettled(uint64 indexed batchId, address indexed worker, uint32 wordIndex, uint256 bits);
+    /// `amount` (= cumulative - previously claimed) credited from the batch's pool to the worker.
+    event EarningsClaimed(uint64 indexed batchId, address indexed worker, uint256 amount, uint256 cumulative);
+
+    error SettlementUnknownBatch(uint64 batchId);
+    error SettlementInvalidSigner(uint64 batchId, address requester, address recovered);
+    error SettlementStaleSequence(uint64 batchId, uint32 sequence, uint32 lastSequence);
+    error SettlementEmptyRoot(uint64 batchId);
+    error SettlementUnsorted(uint64 batchId, uint256 index);
+    error SettlementInvalidWorker(uint64 batchId, uint256 index);
+    error SettlementTaskOutOfRange(uint64 batchId, address worker, uint32 wordIndex);
+    error SettlementAlreadySettled(uint64 batchId, address worker, uint32 taskIndex);
+    /// The answer is pending or paid on the direct path (submitAnswers): it cannot be settled too.
+    error SettlementAnsweredDirectly(uint64 batchId, address worker, uint32 taskIndex);
+    error SettlementWrongTotal(uint64 batchId, uint256 expected, uint256 cumulativeTotal);
+    error SettlementInsufficientFunds(uint64 batchId, uint256 needed, uint256 funds);
+    error SettlementNoRoot(uint64 batchId);
+    error SettlementInvalidProof(uint64 batchId, address worker, uint256 cumulative);
+    /// Leaves pay whole answers: cumulative must be a multiple of the batch's reward.
+    error SettlementUnevenAmount(uint64 batchId, uint256 cumulative, uint256 reward);
+    error SettlementClaimExceedsSettled(uint64 batchId, address worker, uint256 cumulative, uint256 settled);
+    error SettlementNothingToClaim(uint64 batchId, address worker, uint256 cumulative, uint256 claimed);
+
+    /// Anyone posts the requester's signed settlement (65-byte or 64-byte EIP-2098 signature).
+    function settle(Settlement calldata settlement, bytes calldata signature) external;
+    /// Credits cumulative - claimed to `worker`'s escrow balance; anyone may call (the money only
+    /// ever goes to the worker). Returns the amount credited.
+    function claim(uint64 batchId, address worker, uint256 cumulative, bytes32[] calldata proof)
+        external
+        returns (uint256 amount);
+    /// Several claims (batches, workers) in one call; returns the total credited.
+    function claimMany(EarningsClaim[] calldata claims) external returns (uint256 total);
+
+    /// The batch's latest settlement: sequence 0 and root 0 before the first.
+    function settlementOf(uint64 batchId)
+        external
+        view
+        returns (uint32 sequence, bytes32 root, uint256 cumulativeTotal);
+    /// A worker's settled and claimed earnings in a batch (settled answers * reward, claimed).
+    function earningsOf(uint64 batchId, address worker) external view returns (uint256 settled, uint256 claimed);
+    function isSettled(uint64 batchId, address worker, uint32 taskIndex) external view returns (bool);
+    /// The EIP-712 digest the requester signs for `settlement`.
+    function settlementHash(Settlement calldata settlement) external view returns (bytes32);
+}
