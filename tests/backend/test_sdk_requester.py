@@ -91,6 +91,11 @@ def test_batch_life_through_the_sdk(chain, keys, requester, snapshot, token):
     reward = to_base_units("0.05", decimals)
     assert refund == 2 * reward  # the two rejected answers' rewards; fees were earned by the submitter
     assert {a.status for a in requester.list_answers(batch.batch_id)} == {"approved", "rejected", "released"}
+    exported = [json.loads(line) for line in requester.export(batch.batch_id, "jsonl",
+                                                              fetch=requester.pinner.fetch).splitlines()]
+    assert len(exported) == 8 and {row["answer"] for row in exported} == {'{"label":"x"}'}
+    assert {row["task_cid"] for row in exported} == set(batch.task_cids)
+    assert requester.balance(token)["unallocated_in_batches"] == 0  # reclaimed
 
 
 def test_unaffordable_batch_is_refused_before_any_transaction(chain, keys, tmp_path, snapshot):

@@ -60,7 +60,10 @@ def audit(
     html_out: Annotated[Path | None, typer.Option("--html", help="write the HTML report here")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
-    """Audit an escrow: money, payouts, signatures, content, reputation, timing."""
+    """Audit an escrow: money, payouts, signatures, content, reputation, timing.
+
+    Example: kempelen audit --rpc http://127.0.0.1:8545 --escrow 0xe7f1... --gateway http://127.0.0.1:8000 --html audit.html
+    """
     console, errors = Console(), Console(stderr=True)
     source = None
     try:

@@ -130,7 +130,10 @@ def index(
         "--reorg-window", min=1, help="Blocks whose hashes are kept to find a fork.")] = 256,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
-    """Index TaskEscrow and Reputation events (rows + checkpoint per range, reorg-safe)."""
+    """Index TaskEscrow and Reputation events (rows + checkpoint per range, reorg-safe).
+
+    Example: kempelen index --rpc http://127.0.0.1:8545 --database-url sqlite:///index.sqlite --follow
+    """
     url = database_url or _default_database_url()
     stop = threading.Event()
     try:

@@ -56,7 +56,10 @@ def add(
     ] = 1,
     store: StoreOption = None,
 ) -> None:
-    """Add a file; print its CID (the one `ipfs add --cid-version N` prints)."""
+    """Add a file; print its CID (the one `ipfs add --cid-version N` prints).
+
+    Example: kempelen ipfs add tasks.jsonl --cid-version 1
+    """
     if not path.is_file():
         raise _fail(f"no such file: {path}")
     try:
@@ -85,7 +88,10 @@ def cat(
     cid: Annotated[str, typer.Argument(help="CID of a stored file.", show_default=False)],
     store: StoreOption = None,
 ) -> None:
-    """Write a stored file to stdout, verifying every block."""
+    """Write a stored file to stdout, verifying every block.
+
+    Example: kempelen ipfs cat bafkrei... > answer.json
+    """
     root = _cid(cid)
     out = sys.stdout.buffer
     try:
@@ -103,7 +109,10 @@ def export_car(
     output: Annotated[Path, typer.Argument(help="CAR file to write.", show_default=False)],
     store: StoreOption = None,
 ) -> None:
-    """Write the DAG under CID as a CARv1 file."""
+    """Write the DAG under CID as a CARv1 file.
+
+    Example: kempelen ipfs export-car bafy... payload.car
+    """
     root = _cid(cid)
     content = _store(store)
     if not content.has(root):
@@ -124,7 +133,10 @@ def import_car(
     path: Annotated[Path, typer.Argument(help="CARv1 file to import.", show_default=False)],
     store: StoreOption = None,
 ) -> None:
-    """Import every block of a CARv1 file (each verified); print its root CIDs."""
+    """Import every block of a CARv1 file (each verified); print its root CIDs.
+
+    Example: kempelen ipfs import-car payload.car
+    """
     if not path.is_file():
         raise _fail(f"no such file: {path}")
     try:

@@ -77,7 +77,10 @@ def serve(
     indexer: Annotated[bool, typer.Option(help="Run the indexer.")] = True,
     log_level: LogOpt = "info",
 ) -> None:
-    """Migrate the database, then run the API (uvicorn), the submitter and the indexer until stopped."""
+    """Migrate the database, then run the API (uvicorn), the submitter and the indexer until stopped.
+
+    Example: KEMPELEN_RELAYER_KEY=0x... kempelen serve --rpc http://127.0.0.1:8545 --port 8000
+    """
     from kempelen.chain.contracts import Chain
     from kempelen.relay.supervisor import Supervisor
 

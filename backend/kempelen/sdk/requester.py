@@ -9,6 +9,7 @@ wallet; payloads are pinned through a `Pinner` (the relay or a local store).
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -280,15 +281,28 @@ class Requester:
             raise BatchError(f"unknown batch {batch_id}")
         return batch
 
+    def balance(self, token: str = "ETH") -> dict[str, int]:
+        """Base units in `token`: in the wallet, and unallocated in this requester's batches."""
+        address = self.chain.token_address(token)
+        locked = 0
+        for batch_id in range(1, self.chain.escrow.functions.batchCount().call() + 1):
+            batch = self.chain.escrow.functions.batch(batch_id).call()
+            if batch[0] == self.signer.address and batch[4] == address:
+                locked += batch[9]  # funds: unallocated, reclaimable after the deadline
+        return {"wallet": self.wallet_balance(token), "unallocated_in_batches": locked}
+
     def wallet_balance(self, token: str = "ETH") -> int:
         address = self.chain.token_address(token)
         if address == ETH:
             return self.chain.w3.eth.get_balance(self.signer.address)
         return self.chain.token(address).functions.balanceOf(self.signer.address).call()
 
-    def export(self, batch_id: int, fetch: Callable[[str], bytes] | None = None) -> list[dict]:
-        """One row per answer: task index and CID, worker, answer CID, status, and the answer
-        itself when `fetch` (CID -> verified bytes) is given. Write with `kempelen.sdk.export`."""
+    def export(self, batch_id: int, format: str = "rows", fetch: Callable[[str], bytes] | None = None):
+        """One record per answer: task index and CID, worker, answer CID, status, and the answer
+        itself when `fetch` (CID -> verified bytes, e.g. `self.pinner.fetch`) is given;
+        format="jsonl" returns them as JSON Lines text, "rows" as dicts."""
+        if format not in ("rows", "jsonl"):
+            raise BatchError(f"unknown export format {format!r}: use jsonl or rows")
         manifest_cid = self.manifest_cid(batch_id)
         task_cids = BatchManifest.from_json(fetch(manifest_cid)).task_cids if fetch else ()
         rows = []
@@ -300,7 +314,7 @@ class Requester:
             if fetch:
                 row["answer"] = fetch(answer.answer_cid).decode("utf-8", errors="replace")
             rows.append(row)
-        return rows
+        return "".join(json.dumps(row) + "\n" for row in rows) if format == "jsonl" else rows
 
     def manifest_cid(self, batch_id: int) -> str:
         event_filter = self.chain.escrow.events.BatchCreated.create_filter(
