@@ -72,6 +72,8 @@ def test_batch_life_through_the_sdk(chain, keys, requester, snapshot, token):
     workers = [Signer(k) for k in keys[4:6]]
     signed = [sign_answer(chain.domain, w, batch.batch_id, t, {"label": "x"}) for w in workers for t in range(4)]
     submit_direct(chain, Signer(keys[7]), signed)
+    for answer in signed:
+        requester.pinner.store.put(answer.payload)  # as the relay that took them would
     answers = requester.list_answers(batch.batch_id)
     assert {(a.worker, a.task_index) for a in answers} == {(w.address, t) for w in workers for t in range(4)}
     assert {a.answer_cid for a in answers} == {s.cid for s in signed}
