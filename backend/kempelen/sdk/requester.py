@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
@@ -270,8 +269,8 @@ class Requester:
     # -- state -------------------------------------------------------------------------------
 
     def _now(self) -> int:
-        """Durations count from the later of the chain's clock and ours (a test chain may run ahead)."""
-        return max(self.chain.w3.eth.get_block("latest")["timestamp"], int(time.time()))
+        """Durations count from the chain's clock: the one the escrow compares deadlines with."""
+        return self.chain.w3.eth.get_block("latest")["timestamp"]
 
     def batch(self, batch_id: int) -> dict:
         names = [o["name"] for o in self.chain.escrow.get_function_by_name("batch").abi["outputs"][0]["components"]]
