@@ -26,12 +26,13 @@ from pathlib import Path
 
 import httpx
 from eth_account import Account
+from sqlalchemy import func, select
+
 from kempelen.chain.anvil import Anvil, dev_keys, free_port
 from kempelen.chain.contracts import ETH, Chain, deploy_protocol
 from kempelen.db import make_engine, migrate
 from kempelen.protocol.signing import Answer, answer_digest, sign
 from kempelen.relay.models import RelayAnswer
-from sqlalchemy import func, select
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "build" / "bench"
@@ -230,7 +231,7 @@ def run_wrk(url: str, bodies: Path, seconds: int, connections: int, work: Path) 
     return json.loads(line[6:])
 
 
-def main() -> None:
+def parse_options() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--answers", type=int, default=40_000, help="distinct signed answers (the bound)")
     parser.add_argument("--seconds", type=int, default=15, help="how long wrk posts")
@@ -238,25 +239,87 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--no-submitter", action="store_true")
-    options = parser.parse_args()
+    return parser.parse_args()
+
+
+def prepare_answers(anvil: Anvil, options: argparse.Namespace, work: Path) -> Path:
+    """Deploy, fund one batch with a slot per answer, pre-sign every body; the bodies file."""
+    keys = dev_keys(2)
+    deployment = deploy_protocol(anvil.url, keys[0])
+    deployment.save(work / "deployments")
+    chain = Chain(anvil.url, deployment)
+    worker_keys = ["0x" + os.urandom(32).hex() for _ in range(options.workers_keys)]
+    tasks = -(-options.answers // len(worker_keys))
+    batch_id = fund_batch(chain, keys[1], tasks, len(worker_keys))
+    bodies = work / "answers.jsonl"
+    began = time.perf_counter()
+    count = sign_bodies(chain, batch_id, worker_keys, tasks, bodies)
+    print(f"signed {count} answers in {time.perf_counter() - began:.1f}s (batch {batch_id})")
+    return bodies
+
+
+def start_relay(env: dict) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    relay = start([PYTHON, "-m", "uvicorn", "kempelen.relay.main:create_app_from_env", "--factory",
+                   "--host", "127.0.0.1", "--port", str(port), "--workers", "2", "--loop", "uvloop",
+                   "--http", "httptools", "--no-access-log", "--log-level", "warning"], env, OUT / "relay.log")
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(url, relay)
+    return relay, url
+
+
+def measure(options, database_url: str, env: dict, bodies: Path, work: Path) -> dict:
+    """Relay and submitter up, wrk's load, the durability check, the wait until all are on-chain."""
+    relay = submitter = None
+    try:
+        relay, url = start_relay(env)
+        command = None if options.no_submitter else submitter_command()
+        if command:
+            submitter = start(command, env, OUT / "submitter.log")
+        began = time.perf_counter()
+        cpu_before = process_cpu(relay.pid)
+        result = run_wrk(url, bodies, options.seconds, options.connections, work)
+        result["relay_cpu"] = process_cpu(relay.pid) - cpu_before
+        engine = make_engine(database_url)
+        stored = count_rows(engine)
+        # Every 202 is a stored row; a few more rows are answers committed while wrk hung up.
+        if not result["accepted"] <= stored <= result["accepted"] + options.connections:
+            raise SystemExit(f"{result['accepted']} answers got a 202 but {stored} rows are stored")
+        result["onchain_seconds"] = wait_onchain(engine, stored, submitter, began) if submitter else None
+        result["submitter"] = " ".join(command[:3]) if command else "none"
+        engine.dispose()
+        return result
+    finally:
+        stop(submitter)
+        stop(relay)
+
+
+def write_report(result: dict, options: argparse.Namespace) -> None:
+    seconds = result["duration_us"] / 1e6
+    report = {"answers_per_s": round(result["accepted"] / seconds, 1),
+              "p50_ms": round(result["p50_us"] / 1000, 2), "p99_ms": round(result["p99_us"] / 1000, 2),
+              "seconds_to_all_onchain": result["onchain_seconds"],
+              "answers": result["accepted"], "non_202": result["other"], "socket_errors": result["socket_errors"],
+              "connections": options.connections, "database": options.database, "relay_workers": 2,
+              "relay_cpu_ms_per_answer": round(result["relay_cpu"] * 1000 / max(1, result["accepted"]), 3),
+              "load_average_1m": round(os.getloadavg()[0], 2), "submitter": result["submitter"]}
+    (OUT / "relay.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\n{'metric':<26}value")
+    for key in ("answers_per_s", "p50_ms", "p99_ms", "seconds_to_all_onchain", "answers", "non_202",
+                "socket_errors", "database", "relay_cpu_ms_per_answer", "load_average_1m"):
+        shown = report[key] if report[key] is not None else "missing (submitter did not finish)"
+        print(f"{key:<26}{shown}")
+    print(f"\nwritten to {OUT / 'relay.json'}")
+
+
+def main() -> None:
+    options = parse_options()
     OUT.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="kempelen-bench-relay-"))
-    relay = submitter = None
     drop_database = None
     with Anvil(log_path=OUT / "anvil.log") as anvil:
         try:
-            keys = dev_keys(2)
-            deployment = deploy_protocol(anvil.url, keys[0])
-            deployment.save(work / "deployments")
-            chain = Chain(anvil.url, deployment)
-            worker_keys = ["0x" + os.urandom(32).hex() for _ in range(options.workers_keys)]
-            tasks = -(-options.answers // len(worker_keys))
-            batch_id = fund_batch(chain, keys[1], tasks, len(worker_keys))
-            bodies = work / "answers.jsonl"
-            began = time.perf_counter()
-            count = sign_bodies(chain, batch_id, worker_keys, tasks, bodies)
-            print(f"signed {count} answers in {time.perf_counter() - began:.1f}s (batch {batch_id})")
-
+            bodies = prepare_answers(anvil, options, work)
             if options.database == "postgres":
                 database_url, drop_database = postgres_database()
             else:
@@ -265,56 +328,12 @@ def main() -> None:
             env = {**os.environ, "KEMPELEN_DATABASE_URL": database_url, "KEMPELEN_RPC_URL": anvil.url,
                    "KEMPELEN_STORE_DIR": str(work / "store"), "KEMPELEN_DEPLOYMENTS": str(work / "deployments"),
                    "KEMPELEN_ANSWERS_PER_ADDRESS_PER_S": "1000000", "KEMPELEN_ANSWERS_BURST": "1000000",
-                   "KEMPELEN_RELAYER_KEY": keys[0]}
-            port = free_port()
-            url = f"http://127.0.0.1:{port}"
-            relay = start([PYTHON, "-m", "uvicorn", "kempelen.relay.main:create_app_from_env", "--factory",
-                           "--host", "127.0.0.1", "--port", str(port), "--workers", "2", "--loop", "uvloop",
-                           "--http", "httptools", "--no-access-log", "--log-level", "warning"],
-                          env, OUT / "relay.log")
-            wait_healthy(url, relay)
-            command = None if options.no_submitter else submitter_command()
-            if command:
-                submitter = start(command, env, OUT / "submitter.log")
-
-            began = time.perf_counter()
-            cpu_before = process_cpu(relay.pid)
-            result = run_wrk(url, bodies, options.seconds, options.connections, work)
-            load_seconds = time.perf_counter() - began
-            relay_cpu = process_cpu(relay.pid) - cpu_before
-
-            engine = make_engine(database_url)
-            stored = count_rows(engine)
-            # Every 202 is a stored row; a few more rows are answers committed while wrk hung up.
-            if not result["accepted"] <= stored <= result["accepted"] + options.connections:
-                raise SystemExit(f"{result['accepted']} answers got a 202 but {stored} rows are stored")
-            onchain_seconds = None
-            if submitter is not None:
-                onchain_seconds = wait_onchain(engine, stored, submitter, began)
-            engine.dispose()
+                   "KEMPELEN_RELAYER_KEY": dev_keys(1)[0]}
+            result = measure(options, database_url, env, bodies, work)
         finally:
-            stop(submitter)
-            stop(relay)
             if drop_database:
                 drop_database()
-
-    seconds = result["duration_us"] / 1e6
-    report = {"answers_per_s": round(result["accepted"] / seconds, 1),
-              "p50_ms": round(result["p50_us"] / 1000, 2), "p99_ms": round(result["p99_us"] / 1000, 2),
-              "seconds_to_all_onchain": onchain_seconds,
-              "answers": result["accepted"], "non_202": result["other"], "socket_errors": result["socket_errors"],
-              "connections": options.connections, "database": options.database,
-              "load_seconds": round(load_seconds, 2), "relay_workers": 2,
-              "relay_cpu_ms_per_answer": round(relay_cpu * 1000 / max(1, result["accepted"]), 3),
-              "load_average_1m": round(os.getloadavg()[0], 2),
-              "submitter": "none" if not command else " ".join(command[:3])}
-    (OUT / "relay.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\n{'metric':<26}value")
-    for key in ("answers_per_s", "p50_ms", "p99_ms", "seconds_to_all_onchain", "answers", "non_202",
-                "socket_errors", "database", "relay_cpu_ms_per_answer", "load_average_1m"):
-        shown = report[key] if report[key] is not None else "missing (submitter did not finish)"
-        print(f"{key:<26}{shown}")
-    print(f"\nwritten to {OUT / 'relay.json'}")
+    write_report(result, options)
 
 
 if __name__ == "__main__":
