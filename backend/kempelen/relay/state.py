@@ -40,6 +40,9 @@ class RelayState:
     intake: Intake
     metrics: Metrics
     pinner: AnswerPinner
+    # Lifespans that started this state and have not closed it: a test client and an ASGI test
+    # transport may each run the app's lifespan; the writer thread must start and stop once.
+    users: int = 0
 
     @property
     def chain_id(self) -> int:
@@ -64,6 +67,9 @@ class RelayState:
                    metrics, pinner)
 
     def start(self) -> None:
+        self.users += 1
+        if self.users > 1:
+            return
         # Long-lived objects (app, routes, ABIs) leave the collector's generations and collections
         # run less often: each answer allocates thousands of short-lived objects, and a full
         # collection stalls every request the process holds.
@@ -74,6 +80,9 @@ class RelayState:
         self.pinner.repin(self.engine)
 
     def close(self) -> None:
+        self.users -= 1
+        if self.users > 0:
+            return
         self.intake.writer.stop()
         self.pinner.stop()
         self.engine.dispose()
