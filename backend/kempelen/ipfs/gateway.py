@@ -58,7 +58,6 @@ def gateway_router(store: ContentStore) -> APIRouter:
     """An APIRouter serving `/ipfs/{cid}` from `store`; mount it on any FastAPI app."""
     router = APIRouter(tags=["ipfs"])
 
-    @router.api_route("/ipfs/{cid_text}", methods=["GET", "HEAD"], response_model=None)
     def get_content(cid_text: str, request: Request) -> Response:
         try:
             cid = CID.parse(cid_text)
@@ -82,6 +81,10 @@ def gateway_router(store: ContentStore) -> APIRouter:
         except ContentError as exc:
             return PlainTextResponse(f"cannot serve {cid}: {exc}", status_code=500)
 
+    # One operation per method: OpenAPI operation ids must be unique.
+    for method in ("GET", "HEAD"):
+        router.add_api_route("/ipfs/{cid_text}", get_content, methods=[method], response_model=None,
+                             operation_id=f"{method.lower()}_ipfs_content")
     return router
 
 
