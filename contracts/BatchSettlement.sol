@@ -38,6 +38,7 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
         uint256 reward;
         uint256 relayFee;
         uint256 funds;
+        bool answeredDirectly; // some answer was accepted by submitAnswers: look for conflicts
     }
 
     /// The batch's view of one settlement being posted (full-width fields, in memory).
@@ -50,6 +51,7 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
         uint256 runAnswers; // settled in this call for the current worker
         uint256 answers; // settled in this call
         uint256 previousKey; // (worker, wordIndex) of the previous entry, for the sort check
+        bool answeredDirectly; // the batch has direct answers: look for conflicts
     }
 
     mapping(uint64 batchId => bytes32) private _roots;
@@ -60,14 +62,11 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
     // ---------------------------------------------------------------- hooks into the escrow
 
     /// The batch's terms a settlement needs; requester address(0) for an unknown batch.
-    function _settlementTerms(uint64 batchId)
-        internal
-        view
-        virtual
-        returns (address requester, address token, uint256 taskCount, uint256 reward, uint256 relayFee, uint256 funds);
+    function _settlementTerms(uint64 batchId) internal view virtual returns (SettleTerms memory);
     /// The batch's token and reward per answer (what a claim needs).
     function _claimTerms(uint64 batchId) internal view virtual returns (address token, uint256 reward);
-    /// Takes `amount` out of the batch's funds (checked by the caller).
+    /// Takes `amount` out of the batch's funds (checked by the caller) and marks the batch settled,
+    /// so that submitAnswers looks its answers up in the settled words from now on.
     function _spendFunds(uint64 batchId, uint256 amount) internal virtual;
     function _creditAccount(address token, address account, uint256 amount) internal virtual;
     /// The first task among `bits` (task firstTask + b for bit b) with an answer of `worker` that is
@@ -84,15 +83,14 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
         uint64 batchId = settlement.batchId;
         SettleTerms memory terms = _batchTerms(batchId);
         uint256 previousTotal = _checkHeader(settlement, terms);
-        (uint256 answers, bytes32 settledHash) = _settleWords(batchId, terms.taskCount, settlement.settled);
+        (uint256 answers, bytes32 settledHash) = _settleWords(terms, batchId, settlement.settled);
         address signer = _recover(_hashTypedDataV4(_settlementStructHash(settlement, settledHash)), signature);
         if (signer != terms.requester) revert SettlementInvalidSigner(batchId, terms.requester, signer);
         _book(settlement, terms, answers, previousTotal);
     }
 
     function _batchTerms(uint64 batchId) private view returns (SettleTerms memory terms) {
-        (terms.requester, terms.token, terms.taskCount, terms.reward, terms.relayFee, terms.funds) =
-            _settlementTerms(batchId);
+        terms = _settlementTerms(batchId);
         if (terms.requester == address(0)) revert SettlementUnknownBatch(batchId);
     }
 
@@ -132,6 +130,7 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
     function _emitPosted(Settlement calldata settlement, uint256 total, uint256 amount, uint256 fees, uint256 answers)
         private
     {
+        emit AnswersSettled(settlement.batchId, settlement.sequence, settlement.settled);
         emit SettlementPosted(
             settlement.batchId, settlement.sequence, msg.sender, settlement.root, total, amount, fees,
             uint32(answers), settlement.manifestCid
@@ -140,13 +139,14 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
 
     /// Marks every entry's answers settled and counts them per worker; returns how many answers
     /// and the EIP-712 hash of the entries (hashed here, in the same pass over the calldata).
-    function _settleWords(uint64 batchId, uint256 taskCount, SettledWord[] calldata settled)
+    function _settleWords(SettleTerms memory terms, uint64 batchId, SettledWord[] calldata settled)
         private
         returns (uint256, bytes32)
     {
         SettleRun memory run;
         run.batchId = batchId;
-        run.taskCount = taskCount;
+        run.taskCount = terms.taskCount;
+        run.answeredDirectly = terms.answeredDirectly;
         uint256 count = settled.length;
         bytes32[] memory entryHashes = new bytes32[](count);
         for (uint256 i; i < count;) {
@@ -155,7 +155,6 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
             _checkEntry(run, i, worker, wordIndex, bits);
             if (worker != run.worker) _openWorker(run, worker);
             _settleEntry(run, worker, wordIndex, bits);
-            emit AnswersSettled(batchId, worker, uint32(wordIndex), bits);
             unchecked {
                 ++i;
             }
@@ -182,8 +181,10 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
         if (bits > TASK_BITS || firstTask >= run.taskCount || bits >> (run.taskCount - firstTask) != 0) {
             revert SettlementTaskOutOfRange(batchId, worker, uint32(wordIndex));
         }
-        uint256 direct = _firstDirectAnswer(batchId, worker, firstTask, bits);
-        if (direct != type(uint256).max) revert SettlementAnsweredDirectly(batchId, worker, uint32(direct));
+        if (run.answeredDirectly) {
+            uint256 direct = _firstDirectAnswer(batchId, worker, firstTask, bits);
+            if (direct != type(uint256).max) revert SettlementAnsweredDirectly(batchId, worker, uint32(direct));
+        }
     }
 
     function _openWorker(SettleRun memory run, address worker) private {
@@ -317,11 +318,6 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
     }
 
     // ---------------------------------------------------------------- internals for the escrow
-
-    /// Whether the batch ever had a settlement: only then can an answer of it be settled.
-    function _hasSettlement(uint256 batchId) internal view returns (bool) {
-        return _totals[uint64(batchId)].sequence != 0;
-    }
 
     function _isSettled(uint256 batchId, address worker, uint256 taskIndex) internal view returns (bool) {
         unchecked {

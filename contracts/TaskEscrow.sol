@@ -39,7 +39,7 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
     IReputation private immutable _reputation;
 
     uint64 private _batchCount;
-    mapping(uint64 batchId => Batch) private _batches;
+    mapping(uint64 batchId => BatchRecord) private _batches;
     /// key: batchId << 192 | (taskIndex / 96) << 160 | worker (see _answerKey)
     mapping(uint256 key => uint256) private _answerWords;
     /// key: batchId << 32 | taskIndex / 32
@@ -53,6 +53,25 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
     mapping(address requester => mapping(address worker => bool)) private _blocked;
     /// Workers a requester blocks: while 0, submission skips the per-answer block-list lookup.
     mapping(address requester => uint256) private _blockedCount;
+
+    /// A batch as stored: ITaskEscrow.Batch plus two flags the payment paths leave each other in
+    /// the spare bits of the funds/pending slot, which both paths read and write anyway.
+    struct BatchRecord {
+        address requester;
+        uint40 deadline;
+        uint32 reviewWindow;
+        uint8 answersPerTask;
+        address token;
+        uint32 taskCount;
+        uint32 minReputation;
+        uint128 reward;
+        uint128 relayFee;
+        uint128 funds;
+        uint64 pending;
+        bool answeredDirectly; // submitAnswers accepted an answer: settlements must look for conflicts
+        bool settled; // a settlement was posted: submitAnswers must look for settled answers
+        bytes32 goldCommitment;
+    }
 
     /// The batch being submitted to, cached across a run of answers of the same batch
     /// (full-width fields: cheaper in memory than packed ones).
@@ -114,7 +133,7 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         payable
         nonReentrant
     {
-        Batch storage b = _requesterBatch(batchId);
+        BatchRecord storage b = _requesterBatch(batchId);
         if (deadline < b.deadline || answersPerTask < b.answersPerTask) revert EscrowInvalidExtension(batchId);
         uint256 funds = b.funds + topUp;
         if (funds > type(uint128).max) revert EscrowInvalidExtension(batchId);
@@ -126,7 +145,7 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
     }
 
     function reclaim(uint64 batchId) external nonReentrant returns (uint256 amount) {
-        Batch storage b = _requesterBatch(batchId);
+        BatchRecord storage b = _requesterBatch(batchId);
         if (block.timestamp <= b.deadline) revert EscrowDeadlineNotPassed(batchId, b.deadline);
         if (b.pending != 0) revert EscrowReviewsPending(batchId, b.pending);
         amount = b.funds;
@@ -139,7 +158,7 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
     }
 
     function revealGold(uint64 batchId, bytes calldata goldCid, bytes32 salt) external {
-        Batch storage b = _requesterBatch(batchId);
+        BatchRecord storage b = _requesterBatch(batchId);
         bytes32 commitment = b.goldCommitment;
         if (commitment == 0 || keccak256(abi.encodePacked(goldCid, salt)) != commitment) {
             revert EscrowGoldMismatch(batchId);
@@ -152,7 +171,7 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         payable
         nonReentrant
     {
-        Batch storage b = _requesterBatch(batchId);
+        BatchRecord storage b = _requesterBatch(batchId);
         if (worker == address(0)) revert EscrowInvalidTerms("worker");
         if (amount == 0) revert EscrowInvalidTerms("amount");
         address token = b.token;
@@ -238,7 +257,21 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
     // ---------------------------------------------------------------- views
 
     function batch(uint64 batchId) external view returns (Batch memory) {
-        return _batches[batchId];
+        BatchRecord storage b = _batches[batchId];
+        return Batch({
+            requester: b.requester,
+            deadline: b.deadline,
+            reviewWindow: b.reviewWindow,
+            answersPerTask: b.answersPerTask,
+            token: b.token,
+            taskCount: b.taskCount,
+            minReputation: b.minReputation,
+            reward: b.reward,
+            relayFee: b.relayFee,
+            funds: b.funds,
+            pending: b.pending,
+            goldCommitment: b.goldCommitment
+        });
     }
 
     function batchCount() external view returns (uint64) {
@@ -295,7 +328,7 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         if (deposit > type(uint128).max) revert EscrowInvalidTerms("deposit");
 
         batchId = ++_batchCount;
-        _batches[batchId] = Batch({
+        _batches[batchId] = BatchRecord({
             requester: msg.sender,
             deadline: terms.deadline,
             reviewWindow: terms.reviewWindow,
@@ -307,6 +340,8 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
             relayFee: terms.relayFee,
             funds: uint128(deposit),
             pending: 0,
+            answeredDirectly: false,
+            settled: false,
             goldCommitment: terms.goldCommitment
         });
         _deposit(terms.token, deposit, value);
@@ -351,7 +386,7 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         _totalOwed[token] += amount;
     }
 
-    function _requesterBatch(uint64 batchId) private view returns (Batch storage b) {
+    function _requesterBatch(uint64 batchId) private view returns (BatchRecord storage b) {
         b = _batches[batchId];
         address requester = b.requester;
         if (requester == address(0)) revert EscrowUnknownBatch(batchId);
@@ -361,7 +396,7 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
     // ---------------------------------------------------------------- internals: submission
 
     function _openRun(SubmitRun memory run, uint256 batchId) private view {
-        Batch storage b = _batches[uint64(batchId)];
+        BatchRecord storage b = _batches[uint64(batchId)];
         address requester = b.requester;
         run.batchId = batchId;
         run.requester = requester;
@@ -376,16 +411,17 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         run.pending = b.pending;
         run.accepted = 0;
         run.screenBlocked = requester != address(0) && _blockedCount[requester] != 0;
-        run.checkSettled = requester != address(0) && _hasSettlement(batchId);
+        run.checkSettled = b.settled;
     }
 
     /// Writes back the run's batch funds and pending count and pays the relay its fees.
     function _closeRun(SubmitRun memory run) private returns (uint256 accepted) {
         accepted = run.accepted;
         if (accepted == 0) return 0;
-        Batch storage b = _batches[uint64(run.batchId)];
+        BatchRecord storage b = _batches[uint64(run.batchId)];
         b.funds = uint128(run.funds);
         b.pending = uint64(run.pending);
+        b.answeredDirectly = true;
         uint256 fees = accepted * run.relayFee;
         if (fees != 0) _credit(run.token, msg.sender, fees);
     }
@@ -580,7 +616,7 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         IReputation.Outcome outcome,
         bytes memory reasonCid
     ) private {
-        Batch storage b = _batches[batchId];
+        BatchRecord storage b = _batches[batchId];
         ReviewRun memory run;
         run.requester = b.requester;
         if (run.requester == address(0)) revert EscrowUnknownBatch(batchId);
@@ -709,23 +745,26 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
 
     // ---------------------------------------------------------------- internals: settlement hooks
 
-    function _settlementTerms(uint64 batchId)
-        internal
-        view
-        override
-        returns (address requester, address token, uint256 taskCount, uint256 reward, uint256 relayFee, uint256 funds)
-    {
-        Batch storage b = _batches[batchId];
-        return (b.requester, b.token, b.taskCount, b.reward, b.relayFee, b.funds);
+    function _settlementTerms(uint64 batchId) internal view override returns (SettleTerms memory terms) {
+        BatchRecord storage b = _batches[batchId];
+        terms.requester = b.requester;
+        terms.token = b.token;
+        terms.taskCount = b.taskCount;
+        terms.reward = b.reward;
+        terms.relayFee = b.relayFee;
+        terms.funds = b.funds;
+        terms.answeredDirectly = b.answeredDirectly;
     }
 
     function _claimTerms(uint64 batchId) internal view override returns (address token, uint256 reward) {
-        Batch storage b = _batches[batchId];
+        BatchRecord storage b = _batches[batchId];
         return (b.token, b.reward);
     }
 
     function _spendFunds(uint64 batchId, uint256 amount) internal override {
-        _batches[batchId].funds -= uint128(amount);
+        BatchRecord storage b = _batches[batchId];
+        b.funds -= uint128(amount);
+        b.settled = true;
     }
 
     function _creditAccount(address token, address account, uint256 amount) internal override {

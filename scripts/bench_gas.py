@@ -11,7 +11,14 @@ compact signatures, every one verified on-chain. The requester approves them in 
 Round 1 is all first-timers: requester, workers and relay have no reputation record, no
 escrow balance slot, no token balance (worst case). Round 2 is the steady state: a second
 batch of the same people. Release, reject, approve-in-arrival-order and 65-byte signatures
-are measured on snapshots of round 1. Prints a table, writes build/bench/gas.json.
+are measured on snapshots of round 1.
+
+The settlement path (ISettlement) is measured on 1,000 answers from 10 workers: 334 tasks x 3
+answers, answer k by worker k % 10 to task k // 3 (each worker's 100 tasks spread over the whole
+batch, two 192-task settled words each). The requester signs one settlement of all 1,000; the
+relay posts it; each worker's cumulative earnings are claimed with a Merkle proof, one claim
+transaction per worker. First-time workers have no escrow balance slot; returning ones do.
+Prints a table, writes build/bench/gas.json.
 """
 
 import json
@@ -20,13 +27,17 @@ from pathlib import Path
 from brownie import Reputation, TaskEscrow, TestStablecoin, accounts, chain
 from eth_hash.auto import keccak
 
-from kempelen.protocol.signing import Answer, Domain, answer_digest, sign, to_compact
+from kempelen.protocol.merkle import earnings_tree
+from kempelen.protocol.signing import Answer, Domain, Settlement, answer_digest, settled_words, sign, to_compact
 
 USDC = 10**6
 DAY = 86_400
 TASKS, ANSWERS_PER_TASK, WORKERS, ANSWERS = 34, 3, 10, 100
 REASON_CID = bytes.fromhex("01551220") + keccak(b"bench rejection reason")
-TARGETS = {"submit_per_answer": 15_000, "approve_per_answer": 8_000, "paid_answer_amortized": 25_000}
+TARGETS = {"submit_per_answer": 15_000, "approve_per_answer": 8_000, "paid_answer_amortized": 25_000,
+           "claim": 60_000, "settled_answer_amortized": 1_000}
+SETTLED_TASKS, SETTLED_PER_TASK, SETTLED_ANSWERS = 334, 3, 1_000
+SETTLED_REWARD, SETTLED_FEE = 5_000, 500  # half a cent and a twentieth of a cent in 6-decimal USDC
 OUT = Path("build/bench/gas.json")
 
 
@@ -88,8 +99,34 @@ def _variants(escrow, batch_id, workers, requester, relay, outsider, gas):
     chain.revert()
 
 
+def _settlement_round(escrow, usdc, requester, relay, workers, gas, suffix=""):
+    """One settlement of 1,000 answers posted by the relay, then one claim per worker."""
+    terms = (usdc.address, SETTLED_TASKS, SETTLED_PER_TASK, SETTLED_REWARD, SETTLED_FEE, chain.time() + 7 * DAY,
+             3 * DAY, 0, b"\x00" * 32, bytes.fromhex("01551220") + keccak(b"bench settled manifest"))
+    batch_id = escrow.createBatch(terms, {"from": requester}).return_value
+    answers = [(workers[k % WORKERS].address, k // SETTLED_PER_TASK) for k in range(SETTLED_ANSWERS)]
+    earnings = {}
+    for worker, _ in answers:
+        earnings[worker] = earnings.get(worker, 0) + SETTLED_REWARD
+    tree = earnings_tree(earnings)
+    settlement = Settlement(batch_id, 1, tree.root, SETTLED_ANSWERS * SETTLED_REWARD,
+                            bytes.fromhex("01551220") + keccak(b"bench settlement manifest"),
+                            tuple(settled_words(answers)))
+    signature = to_compact(sign(Domain(chain.id, escrow.address).digest(settlement.struct_hash()),
+                                requester.private_key))
+    settle = escrow.settle(settlement.as_tuple(), signature, {"from": relay}).gas_used
+    claims = []
+    for i, (worker, cumulative) in enumerate(tree.values):
+        claims.append(escrow.claim(batch_id, worker, cumulative, tree.proof(i), {"from": relay}).gas_used)
+    gas["settle_per_answer" + suffix] = settle // SETTLED_ANSWERS
+    gas["claim" + suffix] = max(claims)
+    gas["settled_answer_amortized" + suffix] = (settle + sum(claims)) // SETTLED_ANSWERS
+
+
 def main():
-    deployer, requester, relay, outsider = accounts[0], accounts[1], accounts[2], accounts[3]
+    deployer, relay, outsider = accounts[0], accounts[2], accounts[3]
+    requester = accounts.add(keccak(b"kempelen bench requester"))  # a key: it signs settlements
+    deployer.transfer(requester, 10**20)
     reputation = Reputation.deploy(deployer, {"from": deployer})
     escrow = TaskEscrow.deploy(reputation, {"from": deployer})
     reputation.setEscrow(escrow, True, {"from": deployer})
@@ -106,6 +143,10 @@ def main():
     _round(escrow, usdc, batch_id, workers, requester, relay, gas)
     batch_id, gas["create_batch_returning"] = _create_batch(escrow, usdc, requester)
     _round(escrow, usdc, batch_id, workers, requester, relay, gas, suffix="_returning")
+
+    settled_workers = [accounts.add(keccak(f"kempelen bench settled worker {i}".encode())) for i in range(WORKERS)]
+    _settlement_round(escrow, usdc, requester, relay, settled_workers, gas)
+    _settlement_round(escrow, usdc, requester, relay, settled_workers, gas, suffix="_returning")
 
     newcomer = accounts.add(keccak(b"kempelen bench newcomer"))
     gas["baseline_erc20_transfer_new_holder"] = usdc.transfer(newcomer, USDC, {"from": requester}).gas_used

@@ -73,8 +73,9 @@ interface ISettlement {
         uint32 answers,
         bytes manifestCid
     );
-    /// The answers of `worker` to tasks 192 * wordIndex + b (bit b of `bits`) are settled.
-    event AnswersSettled(uint64 indexed batchId, address indexed worker, uint32 wordIndex, uint256 bits);
+    /// The answers the settlement `sequence` of `batchId` newly pays (one event per settlement,
+    /// emitted just before its SettlementPosted): the signed `settled` entries as posted.
+    event AnswersSettled(uint64 indexed batchId, uint32 indexed sequence, SettledWord[] settled);
     /// `amount` (= cumulative - previously claimed) credited from the batch's pool to the worker.
     event EarningsClaimed(uint64 indexed batchId, address indexed worker, uint256 amount, uint256 cumulative);
 
