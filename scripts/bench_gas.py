@@ -99,12 +99,15 @@ def _variants(escrow, batch_id, workers, requester, relay, outsider, gas):
     chain.revert()
 
 
-def _settlement_round(escrow, usdc, requester, relay, workers, gas, suffix=""):
-    """One settlement of 1,000 answers posted by the relay, then one claim per worker."""
-    terms = (usdc.address, SETTLED_TASKS, SETTLED_PER_TASK, SETTLED_REWARD, SETTLED_FEE, chain.time() + 7 * DAY,
+def _settlement_round(escrow, usdc, requester, relay, workers, gas, suffix="", tasks=SETTLED_TASKS,
+                      relayed=False):
+    """One settlement of 1,000 answers posted by the relay, then every worker's claim: one claim
+    transaction per worker, or (relayed) all of them in one claimMany by the relay."""
+    per_task = -(-SETTLED_ANSWERS // tasks)
+    terms = (usdc.address, tasks, per_task, SETTLED_REWARD, SETTLED_FEE, chain.time() + 7 * DAY,
              3 * DAY, 0, b"\x00" * 32, bytes.fromhex("01551220") + keccak(b"bench settled manifest"))
     batch_id = escrow.createBatch(terms, {"from": requester}).return_value
-    answers = [(workers[k % WORKERS].address, k // SETTLED_PER_TASK) for k in range(SETTLED_ANSWERS)]
+    answers = [(workers[k % WORKERS].address, k // per_task) for k in range(SETTLED_ANSWERS)]
     earnings = {}
     for worker, _ in answers:
         earnings[worker] = earnings.get(worker, 0) + SETTLED_REWARD
@@ -115,12 +118,28 @@ def _settlement_round(escrow, usdc, requester, relay, workers, gas, suffix=""):
     signature = to_compact(sign(Domain(chain.id, escrow.address).digest(settlement.struct_hash()),
                                 requester.private_key))
     settle = escrow.settle(settlement.as_tuple(), signature, {"from": relay}).gas_used
-    claims = []
-    for i, (worker, cumulative) in enumerate(tree.values):
-        claims.append(escrow.claim(batch_id, worker, cumulative, tree.proof(i), {"from": relay}).gas_used)
-    gas["settle_per_answer" + suffix] = settle // SETTLED_ANSWERS
-    gas["claim" + suffix] = max(claims)
-    gas["settled_answer_amortized" + suffix] = (settle + sum(claims)) // SETTLED_ANSWERS
+    claims = [(batch_id, worker, cumulative, tree.proof(i)) for i, (worker, cumulative) in enumerate(tree.values)]
+    if relayed:
+        claimed = [escrow.claimMany(claims, {"from": relay}).gas_used]
+        gas["claim_many_per_worker" + suffix] = claimed[0] // len(claims)
+    else:
+        claimed = [escrow.claim(*claim, {"from": relay}).gas_used for claim in claims]
+        gas["settle_per_answer" + suffix] = settle // SETTLED_ANSWERS
+        gas["claim" + suffix] = max(claimed)
+    gas["settled_answer_amortized" + suffix] = (settle + sum(claimed)) // SETTLED_ANSWERS
+
+
+def _settlement_rounds(escrow, usdc, requester, relay, gas):
+    """First-time and returning workers; then variants on snapshots of the returning state."""
+    workers = [accounts.add(keccak(f"kempelen bench settled worker {i}".encode())) for i in range(WORKERS)]
+    _settlement_round(escrow, usdc, requester, relay, workers, gas)
+    chain.snapshot()
+    _settlement_round(escrow, usdc, requester, relay, workers, gas, suffix="_returning")
+    for suffix, options in (("_returning_claim_many", {"relayed": True}),
+                            ("_returning_167_tasks", {"tasks": 167})):
+        chain.revert()
+        _settlement_round(escrow, usdc, requester, relay, workers, gas, suffix=suffix, **options)
+    chain.revert()
 
 
 def main():
@@ -144,9 +163,7 @@ def main():
     batch_id, gas["create_batch_returning"] = _create_batch(escrow, usdc, requester)
     _round(escrow, usdc, batch_id, workers, requester, relay, gas, suffix="_returning")
 
-    settled_workers = [accounts.add(keccak(f"kempelen bench settled worker {i}".encode())) for i in range(WORKERS)]
-    _settlement_round(escrow, usdc, requester, relay, settled_workers, gas)
-    _settlement_round(escrow, usdc, requester, relay, settled_workers, gas, suffix="_returning")
+    _settlement_rounds(escrow, usdc, requester, relay, gas)
 
     newcomer = accounts.add(keccak(b"kempelen bench newcomer"))
     gas["baseline_erc20_transfer_new_holder"] = usdc.transfer(newcomer, USDC, {"from": requester}).gas_used
@@ -155,7 +172,7 @@ def main():
     print(f"\nGas: {ANSWERS} answers paid in a 6-decimal ERC-20 ({TASKS} tasks x {ANSWERS_PER_TASK}, {WORKERS} workers)")
     print(f"{'measure':<42}{'gas':>10}{'target':>10}")
     for key in sorted(gas, key=lambda k: (k.endswith("_returning"), k.startswith("baseline"), k)):
-        value, target = gas[key], TARGETS.get(key.removesuffix("_returning"))
+        value, target = gas[key], TARGETS.get(key.split("_returning")[0])
         mark = "" if target is None else f"{target:>10,}" + (" ok" if value <= target else " MISSED")
         print(f"{key:<42}{value:>10,}{mark}")
     OUT.parent.mkdir(parents=True, exist_ok=True)
