@@ -28,7 +28,15 @@ from brownie import Reputation, TaskEscrow, TestStablecoin, accounts, chain
 from eth_hash.auto import keccak
 
 from kempelen.protocol.merkle import earnings_tree
-from kempelen.protocol.signing import Answer, Domain, Settlement, answer_digest, settled_words, sign, to_compact
+from kempelen.protocol.signing import (
+    Answer,
+    Domain,
+    Settlement,
+    answer_digest,
+    settled_words,
+    sign,
+    to_compact,
+)
 
 USDC = 10**6
 DAY = 86_400

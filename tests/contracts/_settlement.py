@@ -4,12 +4,19 @@ the money invariant extended with the claimable pools."""
 
 from __future__ import annotations
 
+from _helpers import ETH, create_batch, locked_in_batches, terms, token_balance
 from brownie import accounts, chain
 from eth_hash.auto import keccak
-from kempelen.protocol.merkle import earnings_tree
-from kempelen.protocol.signing import Domain, Settlement, SettledWord, settled_words, sign, to_compact
 
-from _helpers import ETH, create_batch, locked_in_batches, terms, token_balance
+from kempelen.protocol.merkle import earnings_tree
+from kempelen.protocol.signing import (
+    Domain,
+    SettledWord,
+    Settlement,
+    settled_words,
+    sign,
+    to_compact,
+)
 
 SETTLEMENT_MANIFEST = bytes.fromhex("01551220") + keccak(b"settlement manifest")
 

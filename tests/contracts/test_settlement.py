@@ -3,10 +3,6 @@ fallback, double payment attempted both ways, claim replay and signature edge ca
 
 import brownie
 import pytest
-from brownie import ZERO_ADDRESS, chain
-from kempelen.protocol.merkle import earnings_tree
-from kempelen.protocol.signing import Domain, Settlement, to_compact
-
 from _helpers import (  # noqa: F401  (fixtures)
     ALREADY_ANSWERED,
     ETH,
@@ -32,6 +28,10 @@ from _settlement import (
     settled_batch,
     word,
 )
+from brownie import ZERO_ADDRESS, chain
+
+from kempelen.protocol.merkle import earnings_tree
+from kempelen.protocol.signing import Domain, Settlement, to_compact
 
 REWARD = 1_000_000
 RELAY_FEE = 10_000

@@ -21,10 +21,6 @@ from pathlib import Path
 
 import brownie
 import brownie.test
-from brownie import accounts, web3
-from hypothesis import HealthCheck
-from hypothesis import strategies as st
-
 from _helpers import (  # noqa: F401  (fixtures)
     ALREADY_ANSWERED,
     ETH,
@@ -42,6 +38,9 @@ from _helpers import (  # noqa: F401  (fixtures)
     signed_answer,
 )
 from _settlement import SettlementBook, requester_with_key, settled_batch
+from brownie import accounts, web3
+from hypothesis import HealthCheck
+from hypothesis import strategies as st
 
 EXAMPLES = int(os.environ.get("KEMPELEN_SETTLE_FUZZ_EXAMPLES", "25"))
 STEPS = int(os.environ.get("KEMPELEN_SETTLE_FUZZ_STEPS", "40"))
