@@ -43,5 +43,5 @@ def test_extend_errors(escrow, requester, outsider, funded_requester, eth_batch,
         escrow.extend(eth_batch, deadline, 2, 2**128, {"from": requester, "value": 0})
     with reverts("EscrowWrongDeposit", 100, 0):
         escrow.extend(eth_batch, deadline, 2, 100, {"from": requester})
-    with reverts("EscrowUnexpectedValue", 3):
-        escrow.extend(usdc_batch, deadline, 2, 0, {"from": funded_requester, "value": 3})
+    with reverts("EscrowUnexpectedValue", 3):  # the USDC batch's own deadline: created a moment later
+        escrow.extend(usdc_batch, escrow.batch(usdc_batch)["deadline"], 2, 0, {"from": funded_requester, "value": 3})
