@@ -17,7 +17,7 @@ from brownie import Reputation, TaskEscrow, TestStablecoin, accounts, chain
 from eth_account import Account
 from eth_hash.auto import keccak
 
-from kempelen.protocol.signing import Answer, Domain, Withdrawal, answer_digest, sign, to_compact
+from kempelen.protocol.signing import Answer, Domain, Withdrawal, answer_digest, permit_typed_data, sign, to_compact
 
 USDC = 10**6  # one unit of the 6-decimal test stablecoin
 DAY = 86_400
@@ -226,37 +226,8 @@ def permit_signature(stablecoin):
 
     def _sign(owner_key, owner, spender, value, deadline, nonce=None):
         nonce = stablecoin.nonces(owner) if nonce is None else nonce
-        message = {
-            "types": {
-                "EIP712Domain": [
-                    {"name": "name", "type": "string"},
-                    {"name": "version", "type": "string"},
-                    {"name": "chainId", "type": "uint256"},
-                    {"name": "verifyingContract", "type": "address"},
-                ],
-                "Permit": [
-                    {"name": "owner", "type": "address"},
-                    {"name": "spender", "type": "address"},
-                    {"name": "value", "type": "uint256"},
-                    {"name": "nonce", "type": "uint256"},
-                    {"name": "deadline", "type": "uint256"},
-                ],
-            },
-            "primaryType": "Permit",
-            "domain": {
-                "name": stablecoin.name(),
-                "version": "1",
-                "chainId": chain.id,
-                "verifyingContract": stablecoin.address,
-            },
-            "message": {
-                "owner": str(owner),
-                "spender": str(spender),
-                "value": value,
-                "nonce": nonce,
-                "deadline": deadline,
-            },
-        }
+        message = permit_typed_data(stablecoin.name(), chain.id, stablecoin.address, str(owner), str(spender),
+                                    value, nonce, deadline)
         signed = Account.sign_typed_data(owner_key, full_message=message)
         return signed.v, signed.r.to_bytes(32, "big"), signed.s.to_bytes(32, "big")
 

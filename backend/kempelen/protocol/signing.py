@@ -114,12 +114,7 @@ class Answer:
         """Full EIP-712 message, for wallets that sign typed data."""
         return {
             "types": {
-                "EIP712Domain": [
-                    {"name": "name", "type": "string"},
-                    {"name": "version", "type": "string"},
-                    {"name": "chainId", "type": "uint256"},
-                    {"name": "verifyingContract", "type": "address"},
-                ],
+                "EIP712Domain": _EIP712_DOMAIN_FIELDS,
                 "Answer": [
                     {"name": "batchId", "type": "uint64"},
                     {"name": "taskIndex", "type": "uint32"},
@@ -334,3 +329,21 @@ def address_of(private_key: bytes | str) -> str:
         private_key = bytes.fromhex(private_key.removeprefix("0x"))
     public_key = coincurve.PrivateKey(private_key).public_key.format(compressed=False)
     return to_checksum_address(keccak(public_key[1:])[-20:])
+
+
+def permit_typed_data(token_name: str, chain_id: int, token: str, owner: str, spender: str,
+                      value: int, nonce: int, deadline: int) -> dict:
+    """An EIP-2612 Permit for a token whose EIP-712 domain is (name, "1", chain, token)."""
+    return {
+        "types": {
+            "EIP712Domain": _EIP712_DOMAIN_FIELDS,
+            "Permit": [{"name": "owner", "type": "address"}, {"name": "spender", "type": "address"},
+                       {"name": "value", "type": "uint256"}, {"name": "nonce", "type": "uint256"},
+                       {"name": "deadline", "type": "uint256"}],
+        },
+        "primaryType": "Permit",
+        "domain": {"name": token_name, "version": "1", "chainId": chain_id,
+                   "verifyingContract": to_checksum_address(token)},
+        "message": {"owner": to_checksum_address(owner), "spender": to_checksum_address(spender),
+                    "value": value, "nonce": nonce, "deadline": deadline},
+    }

@@ -22,6 +22,7 @@ from kempelen.chain.contracts import ETH, Chain
 from kempelen.errors import KempelenError
 from kempelen.protocol.cid import CID
 from kempelen.protocol.manifest import BatchManifest, canonical_json
+from kempelen.protocol.signing import permit_typed_data
 from kempelen.sdk.amounts import to_base_units
 from kempelen.sdk.history import AnswerRecord, batch_answers
 from kempelen.sdk.keys import Signer
@@ -172,21 +173,8 @@ class Requester:
         except Exception:  # the token has no EIP-2612 permit
             return None
         deadline = self.chain.w3.eth.get_block("latest")["timestamp"] + 3600  # the chain's clock
-        typed = {
-            "types": {
-                "EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
-                                 {"name": "chainId", "type": "uint256"},
-                                 {"name": "verifyingContract", "type": "address"}],
-                "Permit": [{"name": "owner", "type": "address"}, {"name": "spender", "type": "address"},
-                           {"name": "value", "type": "uint256"}, {"name": "nonce", "type": "uint256"},
-                           {"name": "deadline", "type": "uint256"}],
-            },
-            "primaryType": "Permit",
-            "domain": {"name": name, "version": "1", "chainId": self.chain.chain_id,
-                       "verifyingContract": token.address},
-            "message": {"owner": self.signer.address, "spender": self.chain.escrow.address,
-                        "value": value, "nonce": nonce, "deadline": deadline},
-        }
+        typed = permit_typed_data(name, self.chain.chain_id, token.address, self.signer.address,
+                                  self.chain.escrow.address, value, nonce, deadline)
         signed = Account.sign_typed_data(self.signer.private_key, full_message=typed)
         return (deadline, signed.v, signed.r.to_bytes(32, "big"), signed.s.to_bytes(32, "big"))
 
