@@ -31,6 +31,8 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
     uint256 private constant COUNTS_PER_WORD = 32; // uint8 answer counts
     uint256 private constant TIMESTAMP_SHIFT = 192;
     uint256 private constant STATUS_MASK = 3;
+    /// The low bit of each task's 2-bit status in a word (96 tasks, below the timestamp).
+    uint256 private constant PENDING_LANES = 0x555555555555555555555555555555555555555555555555;
     uint256 private constant PENDING = 1; // uint256(AnswerStatus.Pending)
     uint256 private constant PAID = 2;
     uint256 private constant REJECTED = 3;
@@ -85,9 +87,12 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         uint256 minReputation;
         uint256 cost; // reward + relayFee, taken from funds per accepted answer
         uint256 relayFee;
+        uint256 reward;
+        uint256 reviewWindow;
         uint256 funds;
         uint256 pending;
         uint256 accepted;
+        uint256 released; // overdue answers released on the way (see _releaseOverdue)
         bool screenBlocked; // the requester has blocked someone: look workers up
         bool checkSettled; // the batch has settlements: refuse answers they paid
         bytes32 domainSeparator;
@@ -406,10 +411,13 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         run.taskCount = b.taskCount;
         run.minReputation = b.minReputation;
         run.relayFee = b.relayFee;
+        run.reward = b.reward;
+        run.reviewWindow = b.reviewWindow;
         run.cost = uint256(b.reward) + b.relayFee;
         run.funds = b.funds;
         run.pending = b.pending;
         run.accepted = 0;
+        run.released = 0;
         run.screenBlocked = requester != address(0) && _blockedCount[requester] != 0;
         run.checkSettled = b.settled;
     }
@@ -417,7 +425,7 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
     /// Writes back the run's batch funds and pending count and pays the relay its fees.
     function _closeRun(SubmitRun memory run) private returns (uint256 accepted) {
         accepted = run.accepted;
-        if (accepted == 0) return 0;
+        if (accepted == 0 && run.released == 0) return 0;
         BatchRecord storage b = _batches[uint64(run.batchId)];
         b.funds = uint128(run.funds);
         b.pending = uint64(run.pending);
@@ -431,6 +439,7 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         private
     {
         (uint64 batchId, uint32 taskIndex, bytes32 answerDigest, address worker) = _answerAt(answers, i);
+        if (run.requester != address(0) && taskIndex < run.taskCount) _releaseOverdue(run, worker, taskIndex);
         uint256 skip = _accept(run, taskIndex, answerDigest, worker, _signatureAt(signatures, i));
         if (skip == 0) {
             emit AnswerSubmitted(batchId, worker, msg.sender, taskIndex, answerDigest);
@@ -481,6 +490,33 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
             run.accepted += 1;
         }
         return 0;
+    }
+
+    /// Releases (pays, as `release` would) the worker's pending answers in taskIndex's group once
+    /// their review window closed. Runs before an answer to the group is considered, since
+    /// accepting it moves the group's clock and would give the requester a second window.
+    /// Permissionless like `release`, so it does not matter whether that answer is then accepted.
+    function _releaseOverdue(SubmitRun memory run, address worker, uint256 taskIndex) private {
+        uint256 key = _answerKey(run.batchId, worker, taskIndex);
+        uint256 word = _answerWords[key];
+        if ((word >> TIMESTAMP_SHIFT) + run.reviewWindow >= block.timestamp) return; // window open
+        uint256 overdue = word & PENDING_LANES & ~(word >> 1); // lanes whose status is 01
+        if (overdue == 0) return;
+        uint256 first = taskIndex - taskIndex % TASKS_PER_WORD;
+        uint256 count;
+        uint256 lane;
+        for (uint256 lanes = overdue; lanes != 0; lanes >>= 2) {
+            if (lanes & 1 != 0) {
+                emit AnswerReleased(uint64(run.batchId), worker, uint32(first + lane));
+                ++count;
+            }
+            ++lane;
+        }
+        _answerWords[key] = word ^ (overdue * (PENDING ^ PAID)); // 01 -> 10 in each overdue lane
+        run.pending -= count;
+        run.released += count;
+        _credit(run.token, worker, count * run.reward);
+        _reputation.record(worker, run.requester, IReputation.Outcome.Released, uint64(count));
     }
 
     /// 0 if the worker signed the answer, is not blocked by the requester and has the

@@ -18,10 +18,8 @@ pragma solidity ^0.8.24;
 /// worker's latest submission time within the same group of 96 tasks of the batch plus the
 /// batch's review window (answers share one storage word per group to keep submission cheap;
 /// a worker's later answer can therefore only delay, never shorten, an earlier answer's review).
-/// Known weakness (to be fixed by releasing a group's overdue answers when the next answer of
-/// that worker arrives): an answer whose window closed but which nobody released yet gets a new
-/// window, rejectable again, if a later answer of the same worker in its group is submitted.
-/// Until then, workers and relays should release overdue answers promptly (release is open to all).
+/// A window never re-opens: before `submitAnswers` considers an answer, the worker's pending
+/// answers in its group whose window has closed are released (AnswerReleased, as `release`).
 interface ITaskEscrow {
     enum AnswerStatus {
         None,

@@ -514,11 +514,14 @@ class EscrowModel:
         t = self._next_time()
         # Predict each answer in order: accepted, or the set of reasons that may be given.
         expected, fees = [], {}
+        released = []
         for bid, (w, task, kind) in zip(batch_ids, st_answers):
             who, b = str(self.workers[w]), self.batches.get(bid)
             if b is None:
                 expected.append({UNKNOWN_BATCH})
                 continue
+            if task < b["task_count"]:
+                released += self._release_overdue(bid, who, task, t)
             reasons = set()
             if t > b["deadline"]:
                 reasons.add(PAST_DEADLINE)
@@ -550,6 +553,11 @@ class EscrowModel:
             [a for a, _ in signed], [s for _, s in signed], {"from": relay}
         )
         assert tx.timestamp == t
+        # Answers whose window had closed were released before a later answer of their worker
+        # could move the group's clock (never a second window for the requester).
+        got = [(e["batchId"], e["worker"], e["taskIndex"]) for e in tx.events["AnswerReleased"]] \
+            if "AnswerReleased" in tx.events else []
+        assert got == released, (got, released)
         for reasons in expected:
             self._count(f"submit:{'skip' if reasons else 'ok'}")
         events = [e for e in tx.events if e.name in ("AnswerSubmitted", "AnswerSkipped")]
@@ -570,6 +578,23 @@ class EscrowModel:
                 assert bytes(event["answerDigest"]) == answer[2]
         for token, amount in fees.items():
             self._credit(token, relay, amount)
+
+    def _release_overdue(self, bid, who, task, t):
+        """The model of TaskEscrow._releaseOverdue: the keys it releases, in task order."""
+        group = (bid, who, task // GROUP)
+        b = self.batches[bid]
+        if group not in self.submitted_at or t <= self.submitted_at[group] + b["window"]:
+            return []
+        keys = sorted(k for k, s in self.answers.items()
+                      if s == PENDING and k[0] == bid and k[1] == who and k[2] // GROUP == task // GROUP)
+        for key in keys:
+            self.answers[key] = PAID
+            b["pending"] -= 1
+            self._record(who, b["requester"], 2)
+            assert key not in self.paid, f"answer {key} paid twice"
+            self.paid.add(key)
+            self._credit(b["token"], who, b["reward"])
+        return keys
 
     def _review(self, fn, outcome, st_ix, st_picks, st_honest, *extra):
         """approve (outcome 0), reject (1) or release (2) a pick of the batch's answers.

@@ -179,8 +179,10 @@ class PathsModel:
             if "AnswerSkipped" in tx.events else {}
         cost = self.rewards[batch_id] + self.fees[batch_id]
         outcome = "ok"
+        released = []
         for key in keys:
             _, w, t = key
+            released += self._release_overdue(batch_id, w, t, tx.timestamp)
             if key in self.settled or key in self.direct:
                 assert skipped.get((w, t)) == ALREADY_ANSWERED, key
                 outcome = "settled_refused" if key in self.settled else "duplicate"
@@ -194,7 +196,23 @@ class PathsModel:
                 self.funds[batch_id] -= cost
                 self.pending[batch_id] += 1
                 self._credit(self.tokens[batch_id], self.relay, self.fees[batch_id])
+        got = [(e["batchId"], e["worker"], e["taskIndex"]) for e in tx.events["AnswerReleased"]] \
+            if "AnswerReleased" in tx.events else []
+        assert got == released, (got, released)
         return outcome
+
+    def _release_overdue(self, batch_id, w, t, timestamp):
+        """The model of TaskEscrow._releaseOverdue: overdue pending answers of the group, paid."""
+        group = (batch_id, w, t // GROUP)
+        if group not in self.submitted_at or timestamp <= self.submitted_at[group] + WINDOW:
+            return []
+        keys = sorted(k for k, s in self.direct.items()
+                      if s == PENDING and k[0] == batch_id and k[1] == w and k[2] // GROUP == t // GROUP)
+        for key in keys:
+            self.direct[key] = PAID
+            self._credit(self.tokens[batch_id], w, self.rewards[batch_id])
+            self.pending[batch_id] -= 1
+        return keys
 
     def _worker(self, address):
         return next(w for w in self.workers if str(w) == address)

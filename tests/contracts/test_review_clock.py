@@ -1,0 +1,59 @@
+"""The review clock of a (worker, 96-task group): an answer whose window closed cannot be
+given a second window by a later answer of the same worker; it is released first."""
+
+from brownie import ZERO_ADDRESS, chain
+from conftest import DAY, REASON_CID, ints, new_batch, reverts, sign_answers, status
+
+NONE, PENDING, PAID, REJECTED = range(4)
+RELEASED = 2
+
+
+def test_a_later_answer_releases_overdue_answers_of_its_group(escrow, reputation, requester, workers, submit):
+    batch = new_batch(escrow, requester, taskCount=200, answersPerTask=1, deadline=chain.time() + 30 * DAY)
+    worker = workers[0]
+    submit([(worker, batch, 0), (worker, batch, 5)])
+    submit([(worker, batch, 100)])  # another group: its clock is its own
+    chain.sleep(3 * DAY + 60)
+    owed, pending = escrow.totalOwed(ZERO_ADDRESS), escrow.batch(batch)["pending"]
+    reward = escrow.batch(batch)["reward"]
+
+    tx = submit([(worker, batch, 7)])
+
+    released = [(e["worker"], e["taskIndex"]) for e in tx.events["AnswerReleased"]]
+    assert released == [(worker.address, 0), (worker.address, 5)]  # group 0 only, before the new answer
+    names = [e.name for e in tx.events if e.name in ("AnswerReleased", "AnswerSubmitted")]
+    assert names == ["AnswerReleased", "AnswerReleased", "AnswerSubmitted"]
+    assert [ints(status(escrow, batch, worker, t))[0] for t in (0, 5, 7, 100)] == [PAID, PAID, PENDING, PENDING]
+    assert escrow.balanceOf(ZERO_ADDRESS, worker) == 2 * reward
+    assert escrow.batch(batch)["pending"] == pending - 2 + 1
+    assert escrow.totalOwed(ZERO_ADDRESS) == owed  # moved from the batch to the worker, nothing created
+    assert [(e["worker"], e["outcome"], e["count"]) for e in tx.events["OutcomeRecorded"]] == [
+        (worker.address, RELEASED, 2)]
+    assert ints(reputation.workerRecord(worker)) == (0, 0, 2)
+    with reverts("EscrowAnswerNotPending", batch, worker, 0, PAID):  # no second window
+        escrow.reject(batch, [(worker, 0)], REASON_CID, {"from": requester})
+    escrow.reject(batch, [(worker, 7)], REASON_CID, {"from": requester})  # the new answer's window is open
+
+
+def test_inside_the_window_a_later_answer_only_moves_the_clock(escrow, requester, workers, submit):
+    batch = new_batch(escrow, requester, taskCount=10, answersPerTask=1)
+    worker = workers[1]
+    submit([(worker, batch, 0)])
+    chain.sleep(DAY)
+    tx = submit([(worker, batch, 1)])
+    assert "AnswerReleased" not in tx.events
+    assert ints(status(escrow, batch, worker, 0)) == (PENDING, tx.timestamp + 3 * DAY)
+
+
+def test_even_a_skipped_answer_releases_overdue_ones(escrow, requester, relayer, workers, submit):
+    """Releasing overdue answers is open to anyone, so a refused answer may trigger it too."""
+    batch = new_batch(escrow, requester, taskCount=10, answersPerTask=1)
+    worker = workers[2]
+    submit([(worker, batch, 0)])
+    chain.sleep(3 * DAY + 60)
+    answers, signatures = sign_answers(escrow, [(worker, batch, 0)])  # a duplicate: skipped
+    tx = escrow.submitAnswers(answers, signatures, {"from": relayer})
+    assert [e["reason"] for e in tx.events["AnswerSkipped"]] == [6]  # AlreadyAnswered
+    assert [e["taskIndex"] for e in tx.events["AnswerReleased"]] == [0]
+    assert ints(status(escrow, batch, worker, 0))[0] == PAID
+    assert escrow.batch(batch)["pending"] == 0  # written back although nothing was accepted
