@@ -273,9 +273,9 @@ class Requester:
         address = self.chain.token_address(token)
         locked = 0
         for batch_id in range(1, self.chain.escrow.functions.batchCount().call() + 1):
-            batch = self.chain.escrow.functions.batch(batch_id).call()
-            if batch[0] == self.signer.address and batch[4] == address:
-                locked += batch[9]  # funds: unallocated, reclaimable after the deadline
+            batch = self.batch(batch_id)
+            if batch["requester"] == self.signer.address and batch["token"] == address:
+                locked += batch["funds"]  # unallocated, reclaimable after the deadline
         return {"wallet": self.wallet_balance(token), "unallocated_in_batches": locked}
 
     def wallet_balance(self, token: str = "ETH") -> int:
