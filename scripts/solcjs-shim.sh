@@ -28,9 +28,13 @@ done
 
 # solcjs output piped is cut at 64 KiB: go through a file. It also prints a
 # ">>> Cannot retry compilation..." line before its JSON on some inputs.
+# Its input goes through a file too: solcjs reads stdin with readFileSync, which
+# fails with EAGAIN (intermittently) when the pipe it is handed is non-blocking.
+in="$(mktemp)"
 out="$(mktemp)"
-trap 'rm -f "$out"' EXIT
+trap 'rm -f "$in" "$out"' EXIT
+if [[ " ${args[*]} " == *" --standard-json "* ]]; then cat >"$in"; else exec </dev/null; fi
 status=0
-"$solcjs" "${args[@]}" >"$out" || status=$?
+"$solcjs" "${args[@]}" <"$in" >"$out" || status=$?
 grep -v '^>>>' "$out" || true
 exit "$status"
