@@ -12,7 +12,8 @@ from kempelen.chain.contracts import ETH, Chain
 from kempelen.db import make_engine
 from kempelen.indexer.models import PROJECTION_TABLES, ChainEvent, IndexCheckpoint
 from kempelen.protocol.cid import raw_cid
-from kempelen.protocol.signing import Answer, answer_digest, sign
+from kempelen.protocol.merkle import earnings_tree
+from kempelen.protocol.signing import Answer, Settlement, answer_digest, settled_words, sign
 
 ETHER = 10**18
 
@@ -37,6 +38,7 @@ class Actors:
         self.workers = keys[3:6]
         self.relayer = keys[6]
         self.escrow = chain.escrow.functions
+        self.books: dict[int, dict] = {}  # batch -> {"earnings", "sequence", "tree"} of its settlements
 
     @staticmethod
     def address(key: str) -> str:
@@ -81,6 +83,31 @@ class Actors:
     def release(self, batch_id: int, answers: list[tuple[str, int]]) -> None:
         self.chain.transact(self.relayer, self.escrow.release(batch_id, self.refs(answers)))
 
+    def settle(self, requester: str, batch_id: int, answers: list[tuple[str, int]], *,
+               poster: str | None = None, sequence: int | None = None) -> None:
+        """Settle (worker key, task) answers: the requester signs the next cumulative root of the
+        batch's earnings, `poster` (default the relayer) posts it and takes the relay fees."""
+        reward = self.escrow.batch(batch_id).call()[7]
+        book = self.books.setdefault(batch_id, {"earnings": {}, "sequence": 0, "tree": None})
+        pairs = self.refs(answers)
+        for worker, _ in pairs:
+            book["earnings"][worker] = book["earnings"].get(worker, 0) + reward
+        tree = earnings_tree(book["earnings"])
+        sequence = book["sequence"] + 1 if sequence is None else sequence
+        settlement = Settlement(batch_id, sequence, tree.root, sum(book["earnings"].values()),
+                                cid_bytes(f"settlement {batch_id}/{sequence}"), tuple(settled_words(pairs)))
+        signature = sign(self.chain.domain.digest(settlement.struct_hash()), requester)
+        self.chain.transact(poster or self.relayer, self.escrow.settle(settlement.as_tuple(), signature))
+        book["sequence"], book["tree"] = sequence, tree
+
+    def claim(self, batch_id: int, worker: str, *, sender: str | None = None) -> None:
+        """Claim `worker`'s leaf of the batch's latest root (anyone may send it; the worker is paid)."""
+        tree = self.books[batch_id]["tree"]
+        index = tree.index_of((self.address(worker), self.books[batch_id]["earnings"][self.address(worker)]))
+        _, cumulative = tree.values[index]
+        self.chain.transact(sender or worker, self.escrow.claim(batch_id, self.address(worker), cumulative,
+                                                                tree.proof(index)))
+
     def advance(self, seconds: int) -> None:
         rpc(self.chain.rpc_url, "evm_increaseTime", seconds)
         rpc(self.chain.rpc_url, "evm_mine")
@@ -121,6 +148,21 @@ def review_phase(actors: Actors, eth_batch: int, usdc_batch: int, variant: int =
         actors.release(eth_batch, [(w1, 0), (w1, 1), (w3, 2), (w3, 3), (w2, 3)])
         actors.chain.transact(w3, actors.escrow.withdraw(ETH))
         actors.chain.transact(actors.relayer, actors.escrow.withdraw(ETH))
+
+
+def settlement_phase(actors: Actors, eth_batch: int, usdc_batch: int) -> None:
+    """Settlements beside the direct path: tasks the opening left unanswered are settled (one
+    worker's answers across two settled words of the USDC batch's 10 tasks would not fit, so the
+    ETH batch gets the multi-settlement story), claims (one by a stranger for the worker), and a
+    direct answer to a task another worker's answer was settled for."""
+    w1, w2, w3 = actors.workers
+    actors.settle(actors.requester, eth_batch, [(w2, 1), (w3, 3), (w1, 3)])
+    actors.settle(actors.requester2, usdc_batch, [(w1, 5), (w1, 6), (w2, 7)], poster=actors.workers[1])
+    actors.claim(eth_batch, w2)
+    actors.claim(usdc_batch, w1, sender=actors.relayer)
+    actors.settle(actors.requester, eth_batch, [(w2, 2)])
+    actors.claim(eth_batch, w2)  # the second claim pays only the new leaf's difference
+    actors.submit(usdc_batch, [(w3, 5, "e")])  # w1's answer to task 5 was settled, w3's is direct
 
 
 def dump(database_url: str, chain_id: int) -> dict[str, list]:

@@ -70,6 +70,28 @@ def test_log_decoder_equals_event_decoder_then_event_row():
         fast.row({**logs[0], "data": "0x" + word(2**32) + digest.hex()})  # a uint32 of 33 bits
 
 
+def test_struct_arrays_decode_as_web3_decodes_them():
+    """AnswersSettled carries SettledWord[]: dicts by field name, checksummed workers, as web3."""
+    from eth_abi import encode
+    from web3 import Web3
+
+    abi = artifacts.load("TaskEscrow").abi
+    settled = [(WORKER, 0, 2**191 + 5), ("0x" + "ab" * 20, 3, 1)]
+    log = {"address": ESCROW, "blockHash": "0x" + "ab" * 32, "blockNumber": "0x10",
+           "transactionHash": "0x" + "cd" * 32, "transactionIndex": "0x2", "logIndex": "0x7",
+           "topics": [EventDecoder(abi).topics("AnswersSettled")[0], topic(9), topic(2)],
+           "data": "0x" + encode(["(address,uint32,uint256)[]"], [settled]).hex()}
+    decoded = EventDecoder(abi).decode(log)
+    reference = Web3().eth.contract(abi=abi).events.AnswersSettled().process_log(
+        {**log, "topics": [bytes.fromhex(t[2:]) for t in log["topics"]], "data": bytes.fromhex(log["data"][2:]),
+         "blockNumber": 16, "transactionIndex": 2, "logIndex": 7})
+    assert decoded.args == dict(reference["args"])
+    assert decoded.args["settled"][1] == {"worker": Web3.to_checksum_address("0x" + "ab" * 20),
+                                          "wordIndex": 3, "bits": 1}
+    stored = LogDecoder(5, abi).row(log)["args"]["settled"]
+    assert stored[0] == {"worker": Web3.to_checksum_address(WORKER), "wordIndex": 0, "bits": str(2**191 + 5)}
+
+
 def row(name: str, block: int, **args) -> dict:
     return {"chain_id": 1, "block_number": block, "log_index": 0, "transaction_hash": f"0x{block:064x}",
             "name": name, "args": args, "batch_id": args.get("batchId")}
@@ -113,6 +135,31 @@ def test_projection_prices_older_batches_with_given_terms_and_skips_unknown_ones
     assert known.balances == {("0xT", WORKER): [3, 0]}
     unknown = project(1, review, {})  # created before the first indexed block
     assert unknown.reviews and not unknown.balances and not unknown.batch_deltas
+
+
+def test_projection_of_settlements_and_claims():
+    """Funds -> pool + poster's fees on a settlement (bitmaps expanded), pool -> worker on a claim."""
+    reward, fee = 10**20, 5
+    rows = [created(1, 1),
+            row("AnswersSettled", 2, batchId=1, sequence=1,
+                settled=[{"worker": WORKER, "wordIndex": 0, "bits": 0b101},
+                         {"worker": WORKER, "wordIndex": 1, "bits": str(1 << 191)}]),
+            row("SettlementPosted", 2, batchId=1, sequence=1, poster=RELAYER, root="0x" + "aa" * 32,
+                cumulativeTotal=str(3 * reward), amount=str(3 * reward), relayFees=3 * fee, answers=3,
+                manifestCid="0x01"),
+            row("EarningsClaimed", 3, batchId=1, worker=WORKER, amount=str(2 * reward),
+                cumulative=str(2 * reward))]
+    changes = project(1, rows, {})
+    assert sorted(key[2] for key in changes.settled_answers) == [0, 2, 383]
+    assert changes.settlements[(1, 1)]["manifest_cid"] == "0x01" and changes.settlements[(1, 1)]["answers"] == 3
+    assert changes.claims[(1, WORKER, 2 * reward)]["amount"] == 2 * reward
+    delta = changes.batch_deltas[1]
+    assert delta["funds"] == -3 * (reward + fee)
+    assert (delta["answers_settled"], delta["settled_rewards"], delta["claimed"]) == (3, 3 * reward, 2 * reward)
+    assert (delta["rewards_paid"], delta["relay_fees_paid"]) == (2 * reward, 3 * fee)
+    assert changes.balances == {("0xT", RELAYER): [3 * fee, 0], ("0xT", WORKER): [2 * reward, 0]}
+    unknown = project(1, rows[1:], {})  # a batch created before the first indexed block
+    assert unknown.settlements and unknown.claims and not unknown.balances and not unknown.batch_deltas
 
 
 def test_negated_accounts_undo_only_sums():

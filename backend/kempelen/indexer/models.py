@@ -123,11 +123,15 @@ class IndexedBatch(Base):
     answers_approved: Mapped[int] = mapped_column(BigInteger)
     answers_rejected: Mapped[int] = mapped_column(BigInteger)
     answers_released: Mapped[int] = mapped_column(BigInteger)
-    rewards_paid: Mapped[int] = mapped_column(Uint256)
-    relay_fees_paid: Mapped[int] = mapped_column(Uint256)
+    rewards_paid: Mapped[int] = mapped_column(Uint256)  # credited to workers: reviews and claims
+    relay_fees_paid: Mapped[int] = mapped_column(Uint256)  # to submitters and settlement posters
     bonuses_paid: Mapped[int] = mapped_column(Uint256)
     topped_up: Mapped[int] = mapped_column(Uint256)
     reclaimed: Mapped[int] = mapped_column(Uint256)
+    # Settlements (ISettlement): rewards moved from funds to the claimable pool, and claimed from it.
+    answers_settled: Mapped[int] = mapped_column(BigInteger)
+    settled_rewards: Mapped[int] = mapped_column(Uint256)  # sum of amounts: the cumulativeTotal
+    claimed: Mapped[int] = mapped_column(Uint256)  # pool = settled_rewards - claimed
     gold_cid: Mapped[str | None] = mapped_column(String(128), nullable=True)
     gold_salt: Mapped[str | None] = mapped_column(Hash, nullable=True)
     created_block: Mapped[int] = mapped_column(BigInteger)
@@ -157,8 +161,59 @@ class IndexedAnswer(Base):
     __table_args__ = (Index("ix_indexed_answers_worker", "chain_id", "worker"),)
 
 
+class IndexedSettlement(Base):
+    """A settlement posted for a batch (SettlementPosted): its root, totals and manifest."""
+
+    __tablename__ = "indexed_settlements"
+
+    chain_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    poster: Mapped[str] = mapped_column(Address)
+    root: Mapped[str] = mapped_column(Hash)
+    cumulative_total: Mapped[int] = mapped_column(Uint256)
+    amount: Mapped[int] = mapped_column(Uint256)  # rewards newly settled: funds -> claimable pool
+    relay_fees: Mapped[int] = mapped_column(Uint256)  # funds -> the poster's balance
+    answers: Mapped[int] = mapped_column(BigInteger)
+    manifest_cid: Mapped[str] = mapped_column(String(128))
+    posted_block: Mapped[int] = mapped_column(BigInteger)
+    posted_tx: Mapped[str] = mapped_column(Hash)
+
+
+class IndexedSettledAnswer(Base):
+    """One answer a settlement paid (a set bit of AnswersSettled): a worker's task, by sequence."""
+
+    __tablename__ = "indexed_settled_answers"
+
+    chain_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    worker: Mapped[str] = mapped_column(Address, primary_key=True)
+    task_index: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    settled_block: Mapped[int] = mapped_column(BigInteger)
+    settled_tx: Mapped[str] = mapped_column(Hash)
+
+    __table_args__ = (Index("ix_indexed_settled_answers_worker", "chain_id", "worker"),)
+
+
+class IndexedClaim(Base):
+    """A worker's claim from a batch's pool (EarningsClaimed); cumulative rises with each claim."""
+
+    __tablename__ = "indexed_claims"
+
+    chain_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    worker: Mapped[str] = mapped_column(Address, primary_key=True)
+    cumulative: Mapped[int] = mapped_column(Uint256, primary_key=True)
+    amount: Mapped[int] = mapped_column(Uint256)
+    claimed_block: Mapped[int] = mapped_column(BigInteger)
+    claimed_tx: Mapped[str] = mapped_column(Hash)
+
+    __table_args__ = (Index("ix_indexed_claims_worker", "chain_id", "worker"),)
+
+
 class IndexedBalance(Base):
-    """What the escrow credited to an account (rewards, relay fees, bonuses) and paid out."""
+    """What the escrow credited to an account (rewards, claims, relay fees, bonuses) and paid out."""
 
     __tablename__ = "indexed_balances"
 
@@ -184,4 +239,7 @@ class IndexedReputation(Base):
     requester_released: Mapped[int] = mapped_column(BigInteger)
 
 
-PROJECTION_TABLES = (IndexedBatch, IndexedAnswer, IndexedBalance, IndexedReputation)
+PROJECTION_TABLES = (IndexedBatch, IndexedAnswer, IndexedSettlement, IndexedSettledAnswer, IndexedClaim,
+                     IndexedBalance, IndexedReputation)
+# Rows that belong to one batch: a reorg deletes and rebuilds them for the batches it touched.
+BATCH_TABLES = (IndexedAnswer, IndexedSettlement, IndexedSettledAnswer, IndexedClaim, IndexedBatch)

@@ -15,6 +15,7 @@ from typing import Any
 from kempelen.errors import InvalidCID
 from kempelen.protocol.cid import CID, raw_cid
 from kempelen.protocol.events import Event
+from kempelen.protocol.signing import SettledWord
 
 # JSON numbers above 2**53 lose precision in JavaScript and in some JSON readers.
 _JSON_SAFE_INT = 2**53
@@ -22,6 +23,7 @@ _JSON_SAFE_INT = 2**53
 BATCH_COUNTERS = (
     "funds", "pending", "answers_submitted", "answers_approved", "answers_rejected",
     "answers_released", "rewards_paid", "relay_fees_paid", "bonuses_paid", "topped_up", "reclaimed",
+    "answers_settled", "settled_rewards", "claimed",
 )
 REPUTATION_COUNTERS = (
     "worker_approved", "worker_rejected", "worker_released",
@@ -32,6 +34,8 @@ _REVIEWS = {"AnswerApproved": "approved", "AnswerRejected": "rejected", "AnswerR
 
 AnswerKey = tuple[int, str, int]  # (batch_id, worker, task_index)
 BalanceKey = tuple[str, str]  # (token, account)
+SettlementKey = tuple[int, int]  # (batch_id, sequence)
+ClaimKey = tuple[int, str, int]  # (batch_id, worker, cumulative)
 
 
 def json_value(value: Any) -> Any:
@@ -44,6 +48,8 @@ def json_value(value: Any) -> Any:
         return "0x" + bytes(value).hex()
     if isinstance(value, (list, tuple)):
         return [json_value(item) for item in value]
+    if isinstance(value, dict):  # a struct, e.g. AnswersSettled's SettledWord
+        return {name: json_value(item) for name, item in value.items()}
     raise TypeError(f"unexpected ABI value {value!r}")
 
 
@@ -91,14 +97,18 @@ def referenced_batches(rows: Iterable[dict]) -> set[int]:
 class Changes:
     """What a run of events does to the projections.
 
-    New batches and answers are complete rows; `batch_deltas` add to batches (counters) and
-    overwrite their latest terms; `reviews` update answers submitted before this run.
+    New batches, answers, settlements, settled answers and claims are complete rows;
+    `batch_deltas` add to batches (counters) and overwrite their latest terms; `reviews` update
+    answers submitted before this run.
     """
 
     batches: dict[int, dict] = field(default_factory=dict)
     batch_deltas: dict[int, dict] = field(default_factory=dict)
     answers: dict[AnswerKey, dict] = field(default_factory=dict)
     reviews: dict[AnswerKey, dict] = field(default_factory=dict)
+    settlements: dict[SettlementKey, dict] = field(default_factory=dict)
+    settled_answers: dict[AnswerKey, dict] = field(default_factory=dict)
+    claims: dict[ClaimKey, dict] = field(default_factory=dict)
     balances: dict[BalanceKey, list[int]] = field(default_factory=dict)  # [credited, withdrawn]
     reputation: dict[str, list[int]] = field(default_factory=dict)  # REPUTATION_COUNTERS order
 
@@ -233,6 +243,58 @@ class Projector:
         delta["gold_cid"] = cid_text(args["goldCid"])
         delta["gold_salt"] = args["salt"]
 
+    # -- settlements (ISettlement) ----------------------------------------------
+
+    def settlement_posted(self, row: dict, args: dict) -> None:
+        """Rewards move from the batch's funds to its claimable pool, relay fees to the poster."""
+        batch_id, sequence = int(args["batchId"]), int(args["sequence"])
+        amount, fees = int(args["amount"]), int(args["relayFees"])
+        self.changes.settlements[(batch_id, sequence)] = {
+            "chain_id": self.chain_id, "batch_id": batch_id, "sequence": sequence,
+            "poster": args["poster"], "root": args["root"],
+            "cumulative_total": int(args["cumulativeTotal"]), "amount": amount, "relay_fees": fees,
+            "answers": int(args["answers"]), "manifest_cid": cid_text(args["manifestCid"]),
+            "posted_block": row["block_number"], "posted_tx": row["transaction_hash"],
+        }
+        terms = self.terms.get(batch_id)
+        if terms is None:
+            return
+        delta = self._delta(batch_id, row["block_number"])
+        delta["funds"] -= amount + fees
+        delta["answers_settled"] += int(args["answers"])
+        delta["settled_rewards"] += amount
+        delta["relay_fees_paid"] += fees
+        self._credit(terms.token, args["poster"], fees)
+
+    def answers_settled(self, row: dict, args: dict) -> None:
+        """One row per set bit: bit b of word w settles task 192 * w + b."""
+        batch_id, sequence = int(args["batchId"]), int(args["sequence"])
+        for entry in args["settled"]:
+            word = SettledWord(entry["worker"], int(entry["wordIndex"]), int(entry["bits"]))
+            for task_index in word.task_indexes():
+                self.changes.settled_answers[(batch_id, word.worker, task_index)] = {
+                    "chain_id": self.chain_id, "batch_id": batch_id, "worker": word.worker,
+                    "task_index": task_index, "sequence": sequence,
+                    "settled_block": row["block_number"], "settled_tx": row["transaction_hash"],
+                }
+
+    def earnings_claimed(self, row: dict, args: dict) -> None:
+        """The pool pays the worker's escrow balance, as an approval does on the direct path."""
+        batch_id, worker = int(args["batchId"]), args["worker"]
+        amount, cumulative = int(args["amount"]), int(args["cumulative"])
+        self.changes.claims[(batch_id, worker, cumulative)] = {
+            "chain_id": self.chain_id, "batch_id": batch_id, "worker": worker,
+            "cumulative": cumulative, "amount": amount,
+            "claimed_block": row["block_number"], "claimed_tx": row["transaction_hash"],
+        }
+        terms = self.terms.get(batch_id)
+        if terms is None:
+            return
+        delta = self._delta(batch_id, row["block_number"])
+        delta["claimed"] += amount
+        delta["rewards_paid"] += amount
+        self._credit(terms.token, worker, amount)
+
     def withdrawn(self, row: dict, args: dict) -> None:
         self._credit(args["token"], args["account"], int(args["amount"]), column=1)
 
@@ -257,6 +319,9 @@ _HANDLERS = {
     "BatchReclaimed": Projector.batch_reclaimed,
     "GoldRevealed": Projector.gold_revealed,
     "Withdrawn": Projector.withdrawn,
+    "SettlementPosted": Projector.settlement_posted,
+    "AnswersSettled": Projector.answers_settled,
+    "EarningsClaimed": Projector.earnings_claimed,
     "OutcomeRecorded": Projector.outcome_recorded,
 }
 

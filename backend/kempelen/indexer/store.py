@@ -29,13 +29,17 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from kempelen.indexer.errors import CheckpointConflict, IndexerError
 from kempelen.indexer.models import (
+    BATCH_TABLES,
     ChainEvent,
     IndexCheckpoint,
     IndexedAnswer,
     IndexedBalance,
     IndexedBatch,
     IndexedBlock,
+    IndexedClaim,
     IndexedReputation,
+    IndexedSettledAnswer,
+    IndexedSettlement,
 )
 from kempelen.indexer.projection import (
     BATCH_COUNTERS,
@@ -152,8 +156,9 @@ class IndexStore:
         """Forget blocks above `fork_block`; returns how many events went with them.
 
         Balances and reputation are sums: the removed events' contributions are subtracted.
-        Batches and answers hold latest states (status, extended deadline): the touched
-        batches are rebuilt from the events that remain.
+        Batches and the rows that belong to them (answers, settlements, settled answers, claims)
+        hold latest states (status, extended deadline): the touched batches are rebuilt from
+        the events that remain.
         """
         events, blocks = ChainEvent.__table__, IndexedBlock.__table__
         with self.engine.begin() as conn:
@@ -173,7 +178,10 @@ class IndexStore:
             remaining.sort(key=lambda r: (r["block_number"], r["log_index"]))
             rebuilt = project(self.chain_id, remaining, {})
             self._apply(conn, Changes(batches=rebuilt.batches, batch_deltas=rebuilt.batch_deltas,
-                                      answers=rebuilt.answers, reviews=rebuilt.reviews))
+                                      answers=rebuilt.answers, reviews=rebuilt.reviews,
+                                      settlements=rebuilt.settlements,
+                                      settled_answers=rebuilt.settled_answers,
+                                      claims=rebuilt.claims))
         return len(removed)
 
     def _events(self, conn: Connection, condition) -> list[dict]:
@@ -183,7 +191,7 @@ class IndexStore:
         return [dict(r) for r in conn.execute(query).mappings()]
 
     def _delete_batches(self, conn: Connection, batch_ids: set[int]) -> None:
-        for table in (IndexedAnswer.__table__, IndexedBatch.__table__):
+        for table in (model.__table__ for model in BATCH_TABLES):
             for ids in _chunks(sorted(batch_ids)):
                 conn.execute(delete(table).where(table.c.chain_id == self.chain_id,
                                                  table.c.batch_id.in_(ids)))
@@ -203,6 +211,9 @@ class IndexStore:
     def _apply(self, conn: Connection, changes: Changes) -> None:
         self._apply_batches(conn, changes)
         self._apply_answers(conn, changes)
+        bulk_insert(conn, IndexedSettlement.__table__, list(changes.settlements.values()))
+        bulk_insert(conn, IndexedSettledAnswer.__table__, list(changes.settled_answers.values()))
+        bulk_insert(conn, IndexedClaim.__table__, list(changes.claims.values()))
         self._apply_sums(conn, IndexedBalance.__table__, ("token", "account"),
                          ("credited", "withdrawn"), changes.balances)
         self._apply_sums(conn, IndexedReputation.__table__, ("address",), REPUTATION_COUNTERS,

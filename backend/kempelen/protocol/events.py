@@ -3,7 +3,9 @@
 web3.py's event decoding runs ~2,000 logs/s and eth-abi alone ~30 us a call; the indexer and
 the auditor decode hundreds of thousands of logs. Events whose fields are all one 32-byte word
 (most of ours) are sliced straight from the hex, and checksummed addresses are memoized
-(workers and relays recur on every page of logs); anything else goes through eth-abi.
+(workers and relays recur on every page of logs); anything else goes through eth-abi, and
+comes out as web3.py gives it: addresses checksummed, structs (tuples) as dicts by field name,
+arrays as lists.
 """
 
 from __future__ import annotations
@@ -86,8 +88,21 @@ def _python_value(kind: str, value: Any) -> Any:
     return value
 
 
+def _value_reader(param: dict) -> Callable[[Any], Any]:
+    """Turns eth-abi's value of an ABI parameter into web3.py's form: a struct (tuple) becomes a
+    dict by component name (e.g. AnswersSettled's SettledWord[]), recursively."""
+    kind = param["type"]
+    if kind.endswith("]"):
+        read_item = _value_reader({**param, "type": kind[: kind.rindex("[")]})
+        return lambda value: [read_item(item) for item in value]
+    if kind == "tuple":
+        fields = [(c["name"], _value_reader(c)) for c in param["components"]]
+        return lambda value: {name: read(item) for (name, read), item in zip(fields, value)}
+    return lambda value: _python_value(kind, value)
+
+
 class _EventSpec:
-    __slots__ = ("name", "topics", "data_names", "data_types", "data_words")
+    __slots__ = ("name", "topics", "data_names", "data_types", "data_words", "data_readers")
 
     def __init__(self, entry: dict):
         self.name = entry["name"]
@@ -99,6 +114,7 @@ class _EventSpec:
         self.data_types = [abi_type(i) for i in plain]
         readers = [_word_reader(t) for t in self.data_types]
         self.data_words = list(zip(self.data_names, readers)) if all(readers) else None
+        self.data_readers = [_value_reader(i) for i in plain]
 
     def read_data(self, data: str, args: dict) -> None:
         if self.data_words is not None and len(data) == 2 + 64 * len(self.data_words):
@@ -106,8 +122,8 @@ class _EventSpec:
                 args[name] = read(data[2 + 64 * i: 66 + 64 * i])
             return
         values = abi_decode(self.data_types, bytes.fromhex(data[2:]))
-        for name, kind, value in zip(self.data_names, self.data_types, values):
-            args[name] = _python_value(kind, value)
+        for name, read, value in zip(self.data_names, self.data_readers, values):
+            args[name] = read(value)
 
 
 class EventDecoder:
