@@ -50,6 +50,25 @@ class PatternStream(io.RawIOBase):
         return done
 
 
+def overwrite_block(blocks, cid, new: bytes) -> None:
+    """Write `new` (as long as the block) over a stored block's bytes, whatever the store's layout."""
+    where = blocks.locate(cid)
+    assert where is not None and len(new) == where.length, "overwrite needs a stored block of that length"
+    with open(where.path, "r+b") as out:
+        out.seek(where.offset)
+        out.write(new)
+
+
+def flip_byte(blocks, cid) -> None:
+    """Corrupt a stored block in place: one bit of its middle byte."""
+    where = blocks.locate(cid)
+    with open(where.path, "r+b") as out:
+        out.seek(where.offset + where.length // 2)
+        byte = out.read(1)[0]
+        out.seek(-1, 1)
+        out.write(bytes([byte ^ 1]))
+
+
 def node_check(*args: str, timeout: float = 240) -> str:
     """Run the independent JS implementation (tests/backend/ipfs_js/check.mjs)."""
     node = shutil.which("node")

@@ -1,9 +1,11 @@
 """`kempelen ipfs add|cat|export-car|import-car` through Typer's CliRunner."""
 
 import pytest
-from ipfs_helpers import payload
+from ipfs_helpers import overwrite_block, payload
+from kempelen.ipfs.blockstore import FileBlockstore
 from kempelen.ipfs.cli import app
 from kempelen.ipfs.unixfs import CHUNK_SIZE
+from kempelen.protocol.cid import CID
 from typer.testing import CliRunner
 
 runner = CliRunner()
@@ -76,8 +78,7 @@ def test_corrupted_store_is_reported_not_dumped(tmp_path, store_args):
     path = tmp_path / "f"
     path.write_bytes(b"label: cat")
     cid = runner.invoke(app, ["add", str(path), *store_args]).stdout.strip()
-    for block in (tmp_path / "store" / "blocks").rglob("*.data"):
-        block.write_bytes(b"label: dog")
+    overwrite_block(FileBlockstore(tmp_path / "store"), CID.parse(cid), b"label: dog")
     result = runner.invoke(app, ["cat", cid, *store_args])
     assert result.exit_code == 1
     assert "corrupted" in result.stderr

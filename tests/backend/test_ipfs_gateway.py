@@ -12,7 +12,7 @@ import time
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from ipfs_helpers import REPO, node_json, payload
+from ipfs_helpers import REPO, node_json, overwrite_block, payload
 from kempelen.ipfs.car import CarReader
 from kempelen.ipfs.gateway import gateway_router
 from kempelen.ipfs.store import ContentStore
@@ -115,7 +115,7 @@ def test_malformed_cid_is_400_and_unknown_content_404(client):
 
 def test_corrupted_stored_root_is_a_server_error_not_wrong_bytes(store, client):
     cid = store.put(b"label: dog")
-    store.blocks.path_of(cid).write_bytes(b"label: cat")
+    overwrite_block(store.blocks, cid, b"label: cat")
     response = client.get(f"/ipfs/{cid}")
     assert response.status_code == 500
     assert b"label" not in response.content

@@ -1,10 +1,17 @@
-"""Blocks on disk, one file per block, laid out like Kubo's flatfs.
+"""Blocks on disk under `<root>/blocks/`: pack files (the default) or one file per block (flatfs).
 
-`<root>/blocks/<shard>/<KEY>.data`, KEY the unpadded upper-case base32 of the
-block's multihash and shard its next-to-last two characters (flatfs
-`next-to-last/2`). Keyed by multihash, not CID, so a block is stored once
-whatever CID version names it. Writes are atomic (temp file + rename), so a
-crash never leaves a half block under a real name; every read re-hashes.
+packs   `blocks/packs/`: blocks appended to pack files, found through a SQLite
+        index (see packs.py). One write per block and one index transaction per
+        add, instead of a file create and rename per block.
+flatfs  `blocks/<shard>/<KEY>.data`, laid out like Kubo's flatfs: KEY the
+        unpadded upper-case base32 of the block's multihash, shard its
+        next-to-last two characters (`next-to-last/2`). Written atomically
+        (temp file + rename). The layout of stores written before packs.
+
+Reads look in both layouts, so a flatfs store keeps reading after the switch;
+writes go to the store's `layout` (argument, else `$KEMPELEN_STORE_LAYOUT`,
+else packs). Keyed by multihash, not CID, so a block is stored once whatever
+CID version names it. Every read re-hashes the block against its CID.
 """
 
 from __future__ import annotations
@@ -14,36 +21,85 @@ import hashlib
 import os
 import threading
 from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
-from kempelen.ipfs.errors import BlockNotFound, CorruptBlock
-from kempelen.protocol.cid import CID, RAW
+from kempelen.ipfs.errors import BlockNotFound, ContentError, CorruptBlock
+from kempelen.ipfs.packs import PACK_LIMIT, PackStore
+from kempelen.protocol.cid import CID, DIGEST_SIZE, RAW
+
+LAYOUTS = ("packs", "flatfs")
+LAYOUT_ENV = "KEMPELEN_STORE_LAYOUT"
+
+BlockSink = Callable[[CID, bytes | memoryview], None]
 
 
 def block_key(cid: CID) -> str:
     return base64.b32encode(cid.multihash).decode("ascii").rstrip("=")
 
 
-class FileBlockstore:
-    """A content-addressed block store in a directory; safe for concurrent writers."""
+@dataclass(frozen=True, slots=True)
+class BlockLocation:
+    """Where a block's bytes are: `length` bytes at `offset` of `path`."""
 
-    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = False) -> None:
-        # fsync is off by default: a lost block after power loss is re-added from its
-        # source, and fsync per 256 KiB block would cost more than hashing it.
+    path: Path
+    offset: int
+    length: int
+
+
+class FileBlockstore:
+    """A content-addressed block store in a directory; safe for concurrent writers.
+
+    Threads and processes may add to one store at once: each pack has a single
+    writer, flatfs writes are atomic renames. `delete_block` forgets a packed
+    block (its bytes stay in the pack as dead space; nothing compacts packs yet)
+    and unlinks a flatfs one.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        fsync: bool = False,
+        layout: str | None = None,
+        pack_limit: int = PACK_LIMIT,
+    ) -> None:
+        # fsync is off by default: a block lost to power loss is re-added from its source
+        # (reads refuse it, never serve it), and fsync per block costs more than hashing it.
         self.root = Path(root)
         self.blocks_dir = self.root / "blocks"
+        self.layout = layout or os.environ.get(LAYOUT_ENV) or "packs"
+        if self.layout not in LAYOUTS:
+            raise ContentError(f"unknown store layout {self.layout!r} (use one of {', '.join(LAYOUTS)})")
         self.blocks_dir.mkdir(parents=True, exist_ok=True)
+        self.packs = PackStore(self.blocks_dir / "packs", fsync=fsync, pack_limit=pack_limit)
         self._fsync = fsync
         self._shards: set[str] = set()
 
     def path_of(self, cid: CID) -> Path:
+        """The block's file in the flatfs layout (where it is only if written that way)."""
         key = block_key(cid)
         return self.blocks_dir / key[-3:-1] / f"{key}.data"
 
     def has(self, cid: CID) -> bool:
-        return self.path_of(cid).is_file()
+        return self.packs.has(cid.multihash) or self.path_of(cid).is_file()
+
+    def locate(self, cid: CID) -> BlockLocation | None:
+        """Where the block's bytes are stored, in either layout (for tools and tests)."""
+        extent = self.packs.locate(cid.multihash)
+        if extent is not None:
+            return BlockLocation(self.packs.pack_path(extent.pack), extent.offset, extent.length)
+        path = self.path_of(cid)
+        try:
+            return BlockLocation(path, 0, path.stat().st_size)
+        except FileNotFoundError:
+            return None
+
+    # -- writing --------------------------------------------------------------------
 
     def put_block(self, block: bytes | memoryview, cid: CID | None = None) -> CID:
         """Store a block. Without a CID it is named raw CIDv1; with one, it must match."""
@@ -57,6 +113,19 @@ class FileBlockstore:
 
     def write_verified(self, cid: CID, block: bytes | memoryview) -> None:
         """Store a block whose hash the caller has just computed (the importer's fast path)."""
+        with self.writer() as write:
+            write(cid, block)
+
+    @contextmanager
+    def writer(self) -> Iterator[BlockSink]:
+        """A sink for (cid, verified block) pairs; one add's packed blocks are indexed as it closes."""
+        if self.layout == "flatfs":
+            yield self._write_flatfs
+            return
+        with self.packs.session() as session:
+            yield lambda cid, block: session.write(cid.multihash, block)
+
+    def _write_flatfs(self, cid: CID, block: bytes | memoryview) -> None:
         key = block_key(cid)
         shard = key[-3:-1]
         path = self.blocks_dir / shard / f"{key}.data"
@@ -74,22 +143,52 @@ class FileBlockstore:
                 os.fsync(out.fileno())
         os.replace(tmp, path)
 
+    # -- reading --------------------------------------------------------------------
+
     def get_block(self, cid: CID) -> bytes:
         """The block's bytes, after checking they still hash to `cid`."""
-        try:
-            with open(self.path_of(cid), "rb") as src:
-                block = src.read()
-        except FileNotFoundError:
-            raise BlockNotFound(f"no block {cid} in {self.root}") from None
+        found = self.packs.read(cid.multihash)
+        if found is not None:
+            block, extent = found
+            where = f"{self.packs.pack_path(extent.pack)} at {extent.offset}"
+        else:
+            where = str(self.path_of(cid))
+            try:
+                with open(where, "rb") as src:
+                    block = src.read()
+            except FileNotFoundError:
+                raise BlockNotFound(f"no block {cid} in {self.root}") from None
         if hashlib.sha256(block).digest() != cid.digest:
-            raise CorruptBlock(f"block {cid} on disk is corrupted ({self.path_of(cid)})")
+            raise CorruptBlock(f"block {cid} on disk is corrupted ({where})")
         return block
 
+    def iter_blocks(self) -> Iterator[bytes]:
+        """Every stored block's bytes, packs then flatfs, each verified; torn ones skipped."""
+        for key, extent in self.packs.iter_extents():
+            block = self.packs.read_extent(extent)
+            if block is not None:
+                yield _verified(block, key[-DIGEST_SIZE:], f"{self.packs.pack_path(extent.pack)}")
+        for path in self.blocks_dir.glob("??/*.data"):
+            key = base64.b32decode(path.stem + "=" * (-len(path.stem) % 8))
+            yield _verified(path.read_bytes(), key[-DIGEST_SIZE:], str(path))
+
     def delete_block(self, cid: CID) -> None:
+        """Forget the block: a packed one is unindexed (bytes stay as dead space), a file unlinked."""
+        self.packs.delete(cid.multihash)
         try:
             self.path_of(cid).unlink()
         except FileNotFoundError:
             pass
+
+    def close(self) -> None:
+        """Release open packs and the index (the store reopens them if used again)."""
+        self.packs.close()
+
+
+def _verified(block: bytes, digest: bytes, where: str) -> bytes:
+    if hashlib.sha256(block).digest() != digest:
+        raise CorruptBlock(f"a block on disk is corrupted ({where})")
+    return block
 
 
 class BackgroundWriter:
@@ -100,11 +199,13 @@ class BackgroundWriter:
     `max_pending` blocks wait in memory (2 MiB at 256 KiB), keeping memory
     flat in file size. The first block is written inline and the thread only
     starts with the second, so single-block payloads pay nothing for it.
-    Use as a context manager; write errors surface on exit.
+    Use as a context manager: write errors surface on exit, and the blocks
+    written by then are indexed either way (each one is whole).
     """
 
     def __init__(self, store: FileBlockstore, max_pending: int = 8) -> None:
-        self._store = store
+        self._session = store.writer()
+        self._write: BlockSink | None = None
         self._max_pending = max_pending
         self._pool: ThreadPoolExecutor | None = None
         self._pending: deque[Future[None]] = deque()
@@ -113,7 +214,7 @@ class BackgroundWriter:
     def __call__(self, cid: CID, block: bytes | memoryview) -> None:
         self._blocks += 1
         if self._blocks == 1:
-            self._store.write_verified(cid, block)
+            self._write(cid, block)
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kempelen-blocks")
@@ -121,9 +222,10 @@ class BackgroundWriter:
             block = bytes(block)  # the importer reuses its chunk buffer after we return
         while len(self._pending) >= self._max_pending:
             self._pending.popleft().result()
-        self._pending.append(self._pool.submit(self._store.write_verified, cid, block))
+        self._pending.append(self._pool.submit(self._write, cid, block))
 
     def __enter__(self) -> Self:
+        self._write = self._session.__enter__()
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -133,3 +235,4 @@ class BackgroundWriter:
         finally:
             if self._pool is not None:
                 self._pool.shutdown(wait=True, cancel_futures=True)
+            self._session.__exit__(None, None, None)  # no thread writes now: index what was written

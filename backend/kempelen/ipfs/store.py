@@ -1,6 +1,7 @@
 """The embedded content store: add files as Kubo would, read them back verified, move CARs.
 
-No daemon: a directory of blocks (see blockstore.py) plus the UnixFS importer.
+No daemon: a directory of blocks (pack files by default, see blockstore.py)
+plus the UnixFS importer.
 Every read re-hashes each block it touches, so a flipped bit on disk surfaces
 as CorruptBlock rather than as a wrong payload handed to a worker or auditor.
 """
@@ -29,10 +30,17 @@ def default_store_dir() -> Path:
 
 
 class ContentStore:
-    """Kubo-compatible UnixFS files over a FileBlockstore."""
+    """Kubo-compatible UnixFS files over a FileBlockstore.
 
-    def __init__(self, root: str | os.PathLike[str] | None = None, *, fsync: bool = False):
-        self.blocks = FileBlockstore(root if root is not None else default_store_dir(), fsync=fsync)
+    `layout` is where new blocks go: "packs" (default) or "flatfs" (one file per
+    block, the layout before packs); None reads `$KEMPELEN_STORE_LAYOUT`. Blocks
+    are read from either layout whatever it is.
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | None = None, *, fsync: bool = False,
+                 layout: str | None = None):
+        self.blocks = FileBlockstore(root if root is not None else default_store_dir(), fsync=fsync,
+                                     layout=layout)
         self.root = self.blocks.root
 
     # -- adding ---------------------------------------------------------------------
@@ -103,8 +111,9 @@ class ContentStore:
         stored before it stay (they are valid content-addressed blocks).
         """
         reader = CarReader(src)
-        for cid, block in reader.blocks():
-            self.blocks.write_verified(cid, block)
+        with self.blocks.writer() as write:
+            for cid, block in reader.blocks():
+                write(cid, block)
         for root in reader.roots:
             if not self.blocks.has(root):
                 raise CarFormatError(f"CAR root {root} is not among its blocks")
