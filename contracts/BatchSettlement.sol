@@ -25,11 +25,6 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
     uint256 private constant CLAIMED_COUNT_SHIFT = 224; // in word 0: answers claimed, uint32
     uint256 private constant COUNT_MASK = type(uint32).max;
 
-    struct SettlementTotals {
-        uint32 sequence;
-        uint224 cumulativeTotal;
-    }
-
     /// The batch's terms a settlement reads (full-width, in memory).
     struct SettleTerms {
         address requester;
@@ -39,6 +34,8 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
         uint256 relayFee;
         uint256 funds;
         bool answeredDirectly; // some answer was accepted by submitAnswers: look for conflicts
+        uint32 sequence; // of the batch's latest settlement, 0 before the first
+        uint256 settledAnswers; // answers paid by the batch's settlements so far
     }
 
     /// The batch's view of one settlement being posted (full-width fields, in memory).
@@ -55,7 +52,6 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
     }
 
     mapping(uint64 batchId => bytes32) private _roots;
-    mapping(uint64 batchId => SettlementTotals) private _totals;
     /// key: batchId << 192 | wordIndex << 160 | worker (see _settledKey)
     mapping(uint256 key => uint256) private _settledWords;
 
@@ -65,9 +61,12 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
     function _settlementTerms(uint64 batchId) internal view virtual returns (SettleTerms memory);
     /// The batch's token and reward per answer (what a claim needs).
     function _claimTerms(uint64 batchId) internal view virtual returns (address token, uint256 reward);
-    /// Takes `amount` out of the batch's funds (checked by the caller) and marks the batch settled,
-    /// so that submitAnswers looks its answers up in the settled words from now on.
-    function _spendFunds(uint64 batchId, uint256 amount) internal virtual;
+    /// Takes `spent` out of the batch's funds (checked by the caller), records the settlement's
+    /// sequence and the batch's settled answers, and marks the batch settled, so that submitAnswers
+    /// looks its answers up in the settled words from now on.
+    function _recordSettlement(uint64 batchId, uint256 spent, uint32 sequence, uint256 settledAnswers)
+        internal
+        virtual;
     function _creditAccount(address token, address account, uint256 amount) internal virtual;
     /// The first task among `bits` (task firstTask + b for bit b) with an answer of `worker` that is
     /// pending or paid on the direct path, or type(uint256).max if none.
@@ -82,11 +81,11 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
     function settle(Settlement calldata settlement, bytes calldata signature) external nonReentrant {
         uint64 batchId = settlement.batchId;
         SettleTerms memory terms = _batchTerms(batchId);
-        uint256 previousTotal = _checkHeader(settlement, terms);
-        (uint256 answers, bytes32 settledHash) = _settleWords(terms, batchId, settlement.settled);
-        address signer = _recover(_hashTypedDataV4(_settlementStructHash(settlement, settledHash)), signature);
+        _checkHeader(settlement, terms);
+        uint256 answers = _settleWords(terms, batchId, settlement.settled);
+        address signer = _recover(settlementHash(settlement), signature);
         if (signer != terms.requester) revert SettlementInvalidSigner(batchId, terms.requester, signer);
-        _book(settlement, terms, answers, previousTotal);
+        _book(settlement, terms, answers);
     }
 
     function _batchTerms(uint64 batchId) private view returns (SettleTerms memory terms) {
@@ -94,25 +93,22 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
         if (terms.requester == address(0)) revert SettlementUnknownBatch(batchId);
     }
 
-    /// Sequence and root; returns the batch's cumulative total so far.
-    function _checkHeader(Settlement calldata settlement, SettleTerms memory) private view returns (uint256) {
+    /// Sequence and root.
+    function _checkHeader(Settlement calldata settlement, SettleTerms memory terms) private pure {
         uint64 batchId = settlement.batchId;
-        SettlementTotals memory totals = _totals[batchId];
-        if (settlement.sequence <= totals.sequence) {
-            revert SettlementStaleSequence(batchId, settlement.sequence, totals.sequence);
+        if (settlement.sequence <= terms.sequence) {
+            revert SettlementStaleSequence(batchId, settlement.sequence, terms.sequence);
         }
         if (settlement.root == 0) revert SettlementEmptyRoot(batchId);
-        return totals.cumulativeTotal;
     }
 
     /// Checks the signed total against the answers settled, moves rewards to the claimable pool and
     /// relay fees to the poster, records the new root.
-    function _book(Settlement calldata settlement, SettleTerms memory terms, uint256 answers, uint256 previousTotal)
-        private
-    {
+    function _book(Settlement calldata settlement, SettleTerms memory terms, uint256 answers) private {
         uint64 batchId = settlement.batchId;
         uint256 amount = answers * terms.reward;
-        uint256 expected = previousTotal + amount;
+        uint256 settledAnswers = terms.settledAnswers + answers;
+        uint256 expected = settledAnswers * terms.reward;
         if (settlement.cumulativeTotal != expected) {
             revert SettlementWrongTotal(batchId, expected, settlement.cumulativeTotal);
         }
@@ -120,9 +116,7 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
         if (amount + fees > terms.funds) revert SettlementInsufficientFunds(batchId, amount + fees, terms.funds);
 
         _roots[batchId] = settlement.root;
-        // expected <= everything the batch ever held, and a batch holds at most 2^128 at a time.
-        _totals[batchId] = SettlementTotals(settlement.sequence, uint224(expected));
-        _spendFunds(batchId, amount + fees);
+        _recordSettlement(batchId, amount + fees, settlement.sequence, settledAnswers);
         if (fees != 0) _creditAccount(terms.token, msg.sender, fees);
         _emitPosted(settlement, expected, amount, fees, answers);
     }
@@ -137,21 +131,18 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
         );
     }
 
-    /// Marks every entry's answers settled and counts them per worker; returns how many answers
-    /// and the EIP-712 hash of the entries (hashed here, in the same pass over the calldata).
+    /// Marks every entry's answers settled and counts them per worker; returns how many answers.
     function _settleWords(SettleTerms memory terms, uint64 batchId, SettledWord[] calldata settled)
         private
-        returns (uint256, bytes32)
+        returns (uint256)
     {
         SettleRun memory run;
         run.batchId = batchId;
         run.taskCount = terms.taskCount;
         run.answeredDirectly = terms.answeredDirectly;
         uint256 count = settled.length;
-        bytes32[] memory entryHashes = new bytes32[](count);
         for (uint256 i; i < count;) {
             (address worker, uint256 wordIndex, uint256 bits) = _entryAt(settled, i);
-            entryHashes[i] = _entryHash(worker, wordIndex, bits);
             _checkEntry(run, i, worker, wordIndex, bits);
             if (worker != run.worker) _openWorker(run, worker);
             _settleEntry(run, worker, wordIndex, bits);
@@ -160,11 +151,7 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
             }
         }
         _closeWorker(run);
-        bytes32 settledHash;
-        assembly ("memory-safe") {
-            settledHash := keccak256(add(entryHashes, 0x20), shl(5, count))
-        }
-        return (run.answers, settledHash);
+        return run.answers;
     }
 
     /// Order, worker, task range, and no answer already pending or paid on the direct path.
@@ -232,15 +219,17 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
 
     // ---------------------------------------------------------------- claims
 
+    // Claims make no external call and only move value inside the escrow (from a batch's pool to a
+    // worker's balance, checked against the worker's settled answers): no reentrancy guard needed.
+
     function claim(uint64 batchId, address worker, uint256 cumulative, bytes32[] calldata proof)
         external
-        nonReentrant
         returns (uint256)
     {
         return _claim(batchId, worker, cumulative, proof);
     }
 
-    function claimMany(EarningsClaim[] calldata claims) external nonReentrant returns (uint256 total) {
+    function claimMany(EarningsClaim[] calldata claims) external returns (uint256 total) {
         for (uint256 i; i < claims.length;) {
             EarningsClaim calldata c = claims[i];
             total += _claim(c.batchId, c.worker, c.cumulative, c.proof);
@@ -292,8 +281,8 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
         view
         returns (uint32 sequence, bytes32 root, uint256 cumulativeTotal)
     {
-        SettlementTotals memory totals = _totals[batchId];
-        return (totals.sequence, _roots[batchId], totals.cumulativeTotal);
+        SettleTerms memory terms = _settlementTerms(batchId);
+        return (terms.sequence, _roots[batchId], terms.settledAnswers * terms.reward);
     }
 
     function earningsOf(uint64 batchId, address worker) external view returns (uint256 settled, uint256 claimed) {
@@ -307,14 +296,21 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
         return _isSettled(batchId, worker, taskIndex);
     }
 
-    function settlementHash(Settlement calldata settlement) external view returns (bytes32) {
+    function settlementHash(Settlement calldata settlement) public view returns (bytes32) {
         uint256 count = settlement.settled.length;
         bytes32[] memory entryHashes = new bytes32[](count);
-        for (uint256 i; i < count; ++i) {
+        for (uint256 i; i < count;) {
             (address worker, uint256 wordIndex, uint256 bits) = _entryAt(settlement.settled, i);
             entryHashes[i] = _entryHash(worker, wordIndex, bits);
+            unchecked {
+                ++i;
+            }
         }
-        return _hashTypedDataV4(_settlementStructHash(settlement, keccak256(abi.encodePacked(entryHashes))));
+        bytes32 settledHash;
+        assembly ("memory-safe") {
+            settledHash := keccak256(add(entryHashes, 0x20), shl(5, count))
+        }
+        return _hashTypedDataV4(_settlementStructHash(settlement, settledHash));
     }
 
     // ---------------------------------------------------------------- internals for the escrow

@@ -5,6 +5,7 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {IERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Permit.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {Address} from "@openzeppelin/contracts/utils/Address.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {Nonces} from "@openzeppelin/contracts/utils/Nonces.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
@@ -56,20 +57,26 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
     /// Workers a requester blocks: while 0, submission skips the per-answer block-list lookup.
     mapping(address requester => uint256) private _blockedCount;
 
-    /// A batch as stored: ITaskEscrow.Batch plus two flags the payment paths leave each other in
-    /// the spare bits of the funds/pending slot, which both paths read and write anyway.
+    /// A batch as stored: ITaskEscrow.Batch packed by who reads it. Slot 1 is all a claim reads
+    /// (token, reward); slot 3 is what both payment paths read and write: funds, pending answers,
+    /// the settlement path's state (settled answers, last sequence) and two flags the paths leave
+    /// each other. Rewards and fees fit 96 bits (createBatch refuses more), pending and settled
+    /// counts 40 bits (at most taskCount * answersPerTask < 2^40 answers are pending; settlements
+    /// are checked).
     struct BatchRecord {
         address requester;
         uint40 deadline;
         uint32 reviewWindow;
         uint8 answersPerTask;
         address token;
+        uint96 reward;
+        uint96 relayFee;
         uint32 taskCount;
         uint32 minReputation;
-        uint128 reward;
-        uint128 relayFee;
         uint128 funds;
-        uint64 pending;
+        uint40 pending;
+        uint40 settledAnswers; // answers paid by settlements: cumulativeTotal = settledAnswers * reward
+        uint32 settlementSequence; // of the latest settlement, 0 before the first
         bool answeredDirectly; // submitAnswers accepted an answer: settlements must look for conflicts
         bool settled; // a settlement was posted: submitAnswers must look for settled answers
         bytes32 goldCommitment;
@@ -325,7 +332,8 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
     function _createBatch(BatchTerms calldata terms, uint256 value) private returns (uint64 batchId) {
         if (terms.taskCount == 0) revert EscrowInvalidTerms("taskCount");
         if (terms.answersPerTask == 0) revert EscrowInvalidTerms("answersPerTask");
-        if (terms.reward == 0) revert EscrowInvalidTerms("reward");
+        if (terms.reward == 0 || terms.reward > type(uint96).max) revert EscrowInvalidTerms("reward");
+        if (terms.relayFee > type(uint96).max) revert EscrowInvalidTerms("relayFee");
         if (terms.deadline <= block.timestamp) revert EscrowInvalidTerms("deadline");
         if (terms.reviewWindow == 0) revert EscrowInvalidTerms("reviewWindow");
         if (terms.manifestCid.length == 0) revert EscrowInvalidTerms("manifestCid");
@@ -341,10 +349,12 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
             token: terms.token,
             taskCount: terms.taskCount,
             minReputation: terms.minReputation,
-            reward: terms.reward,
-            relayFee: terms.relayFee,
+            reward: uint96(terms.reward),
+            relayFee: uint96(terms.relayFee),
             funds: uint128(deposit),
             pending: 0,
+            settledAnswers: 0,
+            settlementSequence: 0,
             answeredDirectly: false,
             settled: false,
             goldCommitment: terms.goldCommitment
@@ -428,7 +438,7 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         if (accepted == 0 && run.released == 0) return 0;
         BatchRecord storage b = _batches[uint64(run.batchId)];
         b.funds = uint128(run.funds);
-        b.pending = uint64(run.pending);
+        b.pending = uint40(run.pending);
         b.answeredDirectly = true;
         uint256 fees = accepted * run.relayFee;
         if (fees != 0) _credit(run.token, msg.sender, fees);
@@ -439,8 +449,18 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         private
     {
         (uint64 batchId, uint32 taskIndex, bytes32 answerDigest, address worker) = _answerAt(answers, i);
-        if (run.requester != address(0) && taskIndex < run.taskCount) _releaseOverdue(run, worker, taskIndex);
-        uint256 skip = _accept(run, taskIndex, answerDigest, worker, _signatureAt(signatures, i));
+        uint256 skip;
+        if (run.requester == address(0)) {
+            skip = 1 + uint256(SkipReason.UnknownBatch);
+        } else if (taskIndex >= run.taskCount) {
+            skip = 1 + uint256(SkipReason.TaskOutOfRange);
+        } else {
+            // The worker's answer word for the task's group: read once, for the overdue release
+            // and for the answer itself.
+            uint256 wordSlot = _slotOf(_answerWordsSlot(), _answerKey(run.batchId, worker, taskIndex));
+            uint256 word = _releaseOverdue(run, worker, taskIndex, wordSlot, _load(wordSlot));
+            skip = _accept(run, taskIndex, answerDigest, worker, _signatureAt(signatures, i), wordSlot, word);
+        }
         if (skip == 0) {
             emit AnswerSubmitted(batchId, worker, msg.sender, taskIndex, answerDigest);
         } else {
@@ -448,23 +468,21 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         }
     }
 
-    /// Accepts one answer into the run: 0, or 1 + the SkipReason why not. Cheap checks first,
-    /// then the signature, the requester's block list and the worker's reputation.
+    /// Accepts one answer to a task of the run's known batch: 0, or 1 + the SkipReason why not.
+    /// `word` is the worker's answer word for the task's group, stored at `wordSlot`. Cheap checks
+    /// first, then the signature, the requester's block list and the worker's reputation.
     function _accept(
         SubmitRun memory run,
         uint256 taskIndex,
         bytes32 answerDigest,
         address worker,
-        bytes calldata signature
+        bytes calldata signature,
+        uint256 wordSlot,
+        uint256 word
     ) private returns (uint256) {
-        if (run.requester == address(0)) return 1 + uint256(SkipReason.UnknownBatch);
         if (block.timestamp > run.deadline) return 1 + uint256(SkipReason.PastDeadline);
-        if (taskIndex >= run.taskCount) return 1 + uint256(SkipReason.TaskOutOfRange);
         if (run.funds < run.cost) return 1 + uint256(SkipReason.InsufficientFunds);
 
-        // Storage slots of the two mapping entries, hashed once for the read and the write.
-        uint256 wordSlot = _slotOf(_answerWordsSlot(), _answerKey(run.batchId, worker, taskIndex));
-        uint256 word = _load(wordSlot);
         uint256 statusShift = _statusShift(taskIndex);
         if ((word >> statusShift) & STATUS_MASK != 0) return 1 + uint256(SkipReason.AlreadyAnswered);
         if (run.checkSettled && _isSettled(run.batchId, worker, taskIndex)) {
@@ -496,12 +514,14 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
     /// their review window closed. Runs before an answer to the group is considered, since
     /// accepting it moves the group's clock and would give the requester a second window.
     /// Permissionless like `release`, so it does not matter whether that answer is then accepted.
-    function _releaseOverdue(SubmitRun memory run, address worker, uint256 taskIndex) private {
-        uint256 key = _answerKey(run.batchId, worker, taskIndex);
-        uint256 word = _answerWords[key];
-        if ((word >> TIMESTAMP_SHIFT) + run.reviewWindow >= block.timestamp) return; // window open
+    /// Returns the word as it is now (stored if it changed).
+    function _releaseOverdue(SubmitRun memory run, address worker, uint256 taskIndex, uint256 wordSlot, uint256 word)
+        private
+        returns (uint256)
+    {
+        if ((word >> TIMESTAMP_SHIFT) + run.reviewWindow >= block.timestamp) return word; // window open
         uint256 overdue = word & PENDING_LANES & ~(word >> 1); // lanes whose status is 01
-        if (overdue == 0) return;
+        if (overdue == 0) return word;
         uint256 first = taskIndex - taskIndex % TASKS_PER_WORD;
         uint256 count;
         uint256 lane;
@@ -512,11 +532,13 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
             }
             ++lane;
         }
-        _answerWords[key] = word ^ (overdue * (PENDING ^ PAID)); // 01 -> 10 in each overdue lane
+        word ^= overdue * (PENDING ^ PAID); // 01 -> 10 in each overdue lane
+        _store(wordSlot, word);
         run.pending -= count;
         run.released += count;
         _credit(run.token, worker, count * run.reward);
         _reputation.record(worker, run.requester, IReputation.Outcome.Released, uint64(count));
+        return word;
     }
 
     /// 0 if the worker signed the answer, is not blocked by the requester and has the
@@ -691,7 +713,7 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         if (key != 0) _answerWords[key] = word;
         _creditRun(run);
 
-        b.pending -= uint64(answers.length);
+        b.pending -= uint40(answers.length);
         if (outcome == IReputation.Outcome.Rejected) b.funds += uint128(answers.length * run.reward);
     }
 
@@ -790,6 +812,8 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         terms.relayFee = b.relayFee;
         terms.funds = b.funds;
         terms.answeredDirectly = b.answeredDirectly;
+        terms.sequence = b.settlementSequence;
+        terms.settledAnswers = b.settledAnswers;
     }
 
     function _claimTerms(uint64 batchId) internal view override returns (address token, uint256 reward) {
@@ -797,9 +821,14 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         return (b.token, b.reward);
     }
 
-    function _spendFunds(uint64 batchId, uint256 amount) internal override {
+    function _recordSettlement(uint64 batchId, uint256 spent, uint32 sequence, uint256 settledAnswers)
+        internal
+        override
+    {
         BatchRecord storage b = _batches[batchId];
-        b.funds -= uint128(amount);
+        b.funds -= uint128(spent);
+        b.settledAnswers = SafeCast.toUint40(settledAnswers);
+        b.settlementSequence = sequence;
         b.settled = true;
     }
 

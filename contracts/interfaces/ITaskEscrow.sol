@@ -46,8 +46,8 @@ interface ITaskEscrow {
         address token; // ERC-20 paid in, or address(0) for native ETH
         uint32 taskCount;
         uint8 answersPerTask; // redundancy: answers accepted per task
-        uint128 reward; // paid per approved or released answer
-        uint128 relayFee; // paid per accepted answer to whoever submitted it
+        uint128 reward; // paid per approved or released answer; at most 2^96 - 1 (packed)
+        uint128 relayFee; // paid per accepted answer to whoever submitted it; at most 2^96 - 1
         uint40 deadline; // last timestamp at which answers are accepted
         uint32 reviewWindow; // seconds the requester has to review an answer
         uint32 minReputation; // paid answers a worker needs (IReputation.meets)

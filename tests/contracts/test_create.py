@@ -131,9 +131,22 @@ def test_deadline_must_be_in_the_future(escrow, requester):
 
 
 def test_deposit_must_fit_the_batch_funds(escrow, requester):
-    t = terms(taskCount=2**32 - 1, answersPerTask=255, reward=2**127)
+    t = terms(taskCount=2**32 - 1, answersPerTask=255, reward=2**96 - 1)
     with reverts("EscrowInvalidTerms", "deposit"):
         escrow.createBatch(as_tuple(t), {"from": requester, "value": 0})
+
+
+@pytest.mark.parametrize("field", ["reward", "relayFee"])
+def test_reward_and_fee_fit_96_bits(escrow, requester, stablecoin, field):
+    """The batch record packs reward and relay fee into 96 bits each (token + reward in one slot)."""
+    stablecoin.mint(requester, 2**98, {"from": requester})
+    stablecoin.approve(escrow, 2**98, {"from": requester})
+    t = terms(stablecoin, taskCount=1, answersPerTask=1, **{field: 2**96})
+    with reverts("EscrowInvalidTerms", field):
+        escrow.createBatch(as_tuple(t), {"from": requester})
+    t = terms(stablecoin, taskCount=1, answersPerTask=1, **{field: 2**96 - 1})
+    escrow.createBatch(as_tuple(t), {"from": requester})
+    assert escrow.batch(escrow.batchCount())[field] == 2**96 - 1
 
 
 def test_unknown_batch_view_is_empty(escrow):
