@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Callable
 
 from eth_account import Account
+from web3 import Web3
+
 from kempelen.chain.contracts import ETH
 from kempelen.ipfs.store import ContentStore
+from kempelen.ipfs.unixfs import file_cid
 from kempelen.protocol.cid import CID
 from kempelen.protocol.manifest import BatchManifest
+from kempelen.protocol.settlement import (
+    ManifestAnswer,
+    SettlementManifest,
+    build_settlement,
+    claim_for,
+)
 from kempelen.protocol.signing import Answer, Domain, answer_digest, sign
-from web3 import Web3
 
 
 def address(key: str) -> str:
@@ -23,6 +33,7 @@ class History:
     def __init__(self, w3: Web3, escrow, store: ContentStore, chain_id: int):
         self.w3, self.escrow, self.store = w3, escrow, store
         self.domain = Domain(chain_id, escrow.address)
+        self.settled: dict[int, tuple[SettlementManifest, CID]] = {}  # batch -> latest manifest, its CID
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -89,3 +100,42 @@ class History:
             reason = self.put_json({"reason": "does not follow the instructions"}).to_bytes()
         call = self.escrow.functions.reject(batch_id, [(address(k), t) for k, t in refs], reason)
         return self.send(requester, call)
+
+    # -- settlements (ISettlement) ----------------------------------------------------
+
+    def signed_answer(self, batch_id: int, task: int, worker_key: str, payload: bytes, *,
+                      signer: str | None = None) -> ManifestAnswer:
+        """A worker's signed answer as a settlement manifest lists it; the payload is stored."""
+        self.store.put_block(payload)
+        answer = Answer(batch_id, task, answer_digest(payload), address(worker_key))
+        return ManifestAnswer.of(answer, sign(self.domain.digest(answer.struct_hash()), signer or worker_key))
+
+    def settle(self, requester: str, poster: str, batch_id: int, answers: list[ManifestAnswer], *,
+               tamper: Callable[[SettlementManifest], SettlementManifest] | None = None,
+               root: bytes | None = None, store_manifest: bool = True):
+        """The requester's next settlement of `answers`, built with kempelen.protocol.settlement,
+        its manifest stored, signed and posted by `poster`. `tamper` rewrites the manifest before
+        it is stored and signed (a dishonest requester; it gets the honest one), `root` replaces the signed root (a manifest
+        that is not the root's), `store_manifest=False` never stores it (a manifest nobody has)."""
+        record = self.escrow.functions.batch(batch_id).call()
+        token, reward = record[4], record[7]
+        previous, previous_cid = self.settled.get(batch_id, (None, None))
+        _, manifest = build_settlement(previous, answers, domain=self.domain, batch_id=batch_id, token=token,
+                                       reward=reward, cid_of=file_cid, previous_cid=previous_cid)
+        if tamper is not None:
+            manifest = tamper(manifest)
+        document = manifest.to_json()
+        cid = self.store.put(document) if store_manifest else file_cid(document)
+        settlement = manifest.settlement(cid)
+        if root is not None:
+            settlement = dataclasses.replace(settlement, root=root)
+        signature = sign(self.domain.digest(settlement.struct_hash()), requester)
+        receipt = self.send(poster, self.escrow.functions.settle(settlement.as_tuple(), signature))
+        self.settled[batch_id] = (manifest, cid)
+        return receipt
+
+    def claim(self, sender: str, batch_id: int, worker_key: str):
+        """Claims the worker's leaf of the batch's latest manifest (anyone may send it)."""
+        cumulative, proof = claim_for(self.settled[batch_id][0], address(worker_key))
+        return self.send(sender, self.escrow.functions.claim(batch_id, address(worker_key), cumulative, proof))
+

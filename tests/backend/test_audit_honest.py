@@ -126,8 +126,10 @@ def test_altered_and_missing_content_are_found(honest, tmp_path):
     w1 = honest["workers"][0]
     eth_batch, _ = honest["batches"]
     answer = raw_cid(answer_digest(f"answer {eth_batch}/0 by {address(w1)}".encode()))
-    path = store.blocks.path_of(answer)
-    path.write_bytes(path.read_bytes() + b" (edited)")
+    where = store.blocks.locate(answer)  # a pack or a flatfs file: edit the stored bytes in place
+    with open(where.path, "r+b") as stored:
+        stored.seek(where.offset)
+        stored.write(b"ANSWER")
     task = h.put_json({"task": 2, "text": "label item 2"})
     store.blocks.delete_block(task)
 

@@ -103,3 +103,94 @@ def test_reputation_must_record_every_review_and_its_counters_must_add_up():
     found = checks.reputation_findings(history, replay(s))
     assert [(f.code, f.tx) for f in found] == [("outcome_mismatch", review_tx), ("counter_mismatch", None)]
     assert "(2, 0, 0)" in found[1].message and "(1, 0, 0)" in found[1].message
+
+
+# -- settlements (ISettlement): rules the escrow enforces, broken by hand ---------------------------
+
+OTHER = "0x0000000000000000000000000000000000000004"
+
+
+def settle(stream: Stream, at: int, sequence: int, pairs: list[tuple[str, int]], *, total: int | None = None,
+           amount: int | None = None, answers: int | None = None, with_words: bool = True) -> None:
+    """AnswersSettled + SettlementPosted in one transaction, as the escrow emits them."""
+    from kempelen.protocol.signing import settled_words
+
+    words = [{"worker": w.worker, "wordIndex": w.word_index, "bits": w.bits} for w in settled_words(pairs)]
+    count = len(pairs) if answers is None else answers
+    if with_words:
+        stream.add("AnswersSettled", at, batchId=1, sequence=sequence, settled=words)
+    stream.add("SettlementPosted", at, batchId=1, sequence=sequence, poster=RELAY, root=b"\x01" * 32,
+               cumulativeTotal=total if total is not None else count * REWARD * sequence,
+               amount=count * REWARD if amount is None else amount, relayFees=count * FEE, answers=count,
+               manifestCid=raw_cid(bytes(32)).to_bytes())
+    if with_words:
+        stream.events[-1] = replace(stream.events[-1], transaction_hash=stream.events[-2].transaction_hash)
+
+
+def claim(stream: Stream, at: int, worker: str, amount: int, cumulative: int) -> None:
+    stream.add("EarningsClaimed", at, batchId=1, worker=worker, amount=amount, cumulative=cumulative)
+
+
+def test_one_answer_one_path_either_way_round():
+    s = Stream()
+    batch(s)
+    submit(s, 0, 100)
+    submit(s, 1, 100)
+    s.add("AnswerRejected", 200, batchId=1, worker=WORKER, taskIndex=1, reasonCid=b"\x01")
+    settle(s, 300, 1, [(WORKER, 0), (WORKER, 1), (WORKER, 195)])  # 0 is pending; 1 was rejected: fine
+    submit(s, 195, 400)  # settled already
+    settle(s, 500, 2, [(WORKER, 195)], total=4 * REWARD)  # settled twice
+    found = replay(s).findings
+    assert codes(found) == [("paid_by_both_paths", 0), ("paid_by_both_paths", 195),
+                            ("settled_twice", 195), ("paid_by_both_paths", 195)]  # and pending directly
+
+
+def test_settlement_money_must_follow_the_batch_terms_and_the_running_total():
+    s = Stream()
+    batch(s)
+    settle(s, 100, 1, [(WORKER, 0), (OTHER, 0)], amount=3 * REWARD, total=3 * REWARD)
+    settle(s, 200, 1, [(WORKER, 1)], total=3 * REWARD)  # stale sequence; total should be 4 x reward
+    settle(s, 300, 3, [(WORKER, 2)], answers=2, total=5 * REWARD)  # says 2 answers, names 1
+    settle(s, 400, 4, [], with_words=False, answers=0, total=5 * REWARD)
+    assert codes(replay(s).findings) == [
+        ("settlement_wrong_amount", None), ("settlement_stale_sequence", None), ("settlement_wrong_total", None),
+        ("settlement_answer_count", None), ("settlement_without_answers", None)]
+
+
+def test_claims_never_above_settled_answers_and_never_more_than_the_pool():
+    s = Stream()
+    batch(s)
+    claim(s, 50, WORKER, 0, 0)  # before any settlement (for nothing: only that rule breaks)
+    settle(s, 100, 1, [(WORKER, 0), (WORKER, 1)])
+    claim(s, 200, WORKER, REWARD, REWARD)
+    claim(s, 300, WORKER, 2 * REWARD, 2 * REWARD)  # credits 2 x reward, but only 1 was left to claim
+    claim(s, 400, OTHER, 50, 50)  # not a whole reward, and nothing settled for OTHER
+    found = replay(s)
+    assert codes(found.findings) == [
+        ("claim_without_settlement", None), ("claim_wrong_amount", None), ("pool_overdrawn", None),
+        ("claim_uneven", None), ("claim_above_settled", None), ("pool_overdrawn", None)]
+    assert [f.worker for f in found.findings[-3:]] == [OTHER] * 3
+    ledger = found.batches[1]
+    assert ledger.pool == 2 * REWARD - 3 * REWARD - 50
+    assert ledger.totals.claimed == ledger.totals.paid == 3 * REWARD + 50
+
+
+def test_balance_sheet_counts_the_pools_and_compares_settlement_state():
+    s = Stream()
+    batch(s, tasks=4)
+    settle(s, 100, 1, [(WORKER, 0), (OTHER, 1)])
+    claim(s, 200, WORKER, REWARD, REWARD)
+    result = replay(s)
+    deposit = 4 * (REWARD + FEE)
+    funds = deposit - 2 * (REWARD + FEE)
+    honest = ChainState(balances={ETH: deposit}, owed={ETH: deposit},
+                        batches={1: (funds, 0)}, settlements={1: (1, b"\x01" * 32, 2 * REWARD)},
+                        earnings={(1, WORKER): (REWARD, REWARD), (1, OTHER): (REWARD, 0)},
+                        accounts={(ETH, WORKER): REWARD, (ETH, RELAY): 2 * FEE})
+    tokens, found = checks.balance_sheet(result, honest)
+    assert found == [] and tokens[ETH].owed_replayed == deposit
+    assert result.batches[1].totals.locked_onchain == funds + REWARD  # OTHER's leaf is still in the pool
+    lying = replace(honest, settlements={1: (1, b"\x02" * 32, 2 * REWARD)},
+                    earnings={(1, WORKER): (REWARD, 0), (1, OTHER): (REWARD, 0)})
+    _, found = checks.balance_sheet(replay(s), lying)
+    assert sorted(f.code for f in found) == ["batch_unbalanced", "earnings_mismatch", "settlement_state_mismatch"]

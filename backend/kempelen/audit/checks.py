@@ -1,6 +1,6 @@
 """The checks that compare the replay with the chain's state, calldata and content. Pure.
 
-Check 1's end-of-history balance sheet, check 3 (signatures, from calldata the auditor
+Check 1's end-of-history balance sheet (settlement pools included), check 3 (signatures, from calldata the auditor
 decoded itself), check 4 (content verdicts) and check 5 (reputation counters). Checks 1
 (event by event), 2 and 6 happen during the replay (replay.py).
 """
@@ -50,6 +50,7 @@ def balance_sheet(replay: Replay, state: ChainState) -> tuple[dict[str, TokenTot
         totals.owed_onchain = state.owed.get(token)
         findings.extend(_token_findings(totals))
     findings.extend(_batch_findings(replay, state))
+    findings.extend(_settlement_state_findings(replay, state))
     for (token, account), onchain in sorted(state.accounts.items()):
         replayed = replay.accounts.get((token, account), 0)
         if onchain is not None and onchain != replayed:
@@ -86,7 +87,10 @@ def _batch_findings(replay: Replay, state: ChainState) -> list[Finding]:
         if record is None:
             continue
         funds, pending = record
-        totals.locked_onchain = funds + pending * totals.reward
+        pool = _pool_onchain(batch_id, state)
+        if pool is None:
+            continue
+        totals.locked_onchain = funds + pending * totals.reward + pool
         accounted = totals.locked_onchain + totals.paid + totals.fees + totals.refunded
         if accounted != totals.deposited:
             findings.append(Finding(
@@ -94,6 +98,41 @@ def _batch_findings(replay: Replay, state: ChainState) -> list[Finding]:
                 f"batch {batch_id}: deposited {totals.deposited} != locked {totals.locked_onchain} + paid "
                 f"{totals.paid} + fees {totals.fees} + refunded {totals.refunded} "
                 f"({totals.deposited - accounted:+} unaccounted)", batch=batch_id))
+    return findings
+
+
+def _pool_onchain(batch_id: int, state: ChainState) -> int | None:
+    """The batch's claimable pool by the escrow's views: settled total minus what workers claimed
+    (0 without settlements; None when the escrow cannot say)."""
+    if batch_id not in state.settlements:
+        return 0
+    settlement = state.settlements[batch_id]
+    claims = [e for (b, _), e in state.earnings.items() if b == batch_id]
+    if settlement is None or any(e is None for e in claims):
+        return None
+    return settlement[2] - sum(claimed for _, claimed in claims)
+
+
+def _settlement_state_findings(replay: Replay, state: ChainState) -> list[Finding]:
+    """settlementOf and earningsOf at the audited block against the replayed settlements and claims."""
+    findings = []
+    s = replay.settlement
+    for batch_id, latest in sorted(s.latest.items()):
+        onchain = state.settlements.get(batch_id)
+        replayed = (latest.sequence, latest.root, latest.cumulative_total)
+        if onchain is not None and tuple(onchain) != replayed:
+            findings.append(Finding(MONEY, "settlement_state_mismatch", f"escrow's settlementOf({batch_id}) is "
+                                    f"(sequence {onchain[0]}, root 0x{onchain[1].hex()}, total {onchain[2]}); "
+                                    f"its events leave (sequence {replayed[0]}, root 0x{replayed[1].hex()}, total "
+                                    f"{replayed[2]})", batch=batch_id))
+    for (batch_id, worker), onchain in sorted(state.earnings.items()):
+        ledger = replay.batches.get(batch_id)
+        if onchain is None or ledger is None:
+            continue
+        replayed = (s.settled_count[(batch_id, worker)] * ledger.totals.reward, s.claimed[(batch_id, worker)])
+        if tuple(onchain) != replayed:
+            findings.append(Finding(MONEY, "earnings_mismatch", f"escrow's earningsOf says (settled, claimed) = "
+                                    f"{tuple(onchain)}; its events give {replayed}", batch=batch_id, worker=worker))
     return findings
 
 

@@ -40,6 +40,7 @@ def render_html(report: AuditReport) -> str:
         "<div class=plots>", *_plots(report), "</div>",
         "<h2>Money per token</h2>", _tokens_table(report),
         "<h2>Batches</h2>", _batches_table(report),
+        *(["<h2>Settlements</h2>", _settlements_table(report)] if report.settlements else []),
         f"<h2>Findings ({len(report.findings)})</h2>", _findings_table(report),
         "</body></html>",
     ]
@@ -87,12 +88,12 @@ def _plots(report: AuditReport) -> list[str]:
 def _tokens_table(report: AuditReport) -> str:
     rows = []
     for t in report.tokens.values():
-        cells = [t.deposited, t.topped_up, t.bonuses, t.paid_to_workers, t.relay_fees, t.withdrawn, t.reclaimed,
-                 t.expected_balance, t.balance, t.surplus]
+        cells = [t.deposited, t.topped_up, t.bonuses, t.paid_to_workers, t.relay_fees, t.settled - t.claimed,
+                 t.withdrawn, t.reclaimed, t.expected_balance, t.balance, t.surplus]
         rows.append(f"<tr><td>{escape(t.symbol)}</td>" + "".join(
             f"<td class=n>{escape(amount(c, t))}</td>" for c in cells) + "</tr>")
-    head = ("token", "deposited", "top-ups", "bonuses", "rewards", "relay fees", "withdrawn", "refunded",
-            "expected balance", "balance", "surplus")
+    head = ("token", "deposited", "top-ups", "bonuses", "rewards", "relay fees", "unclaimed", "withdrawn",
+            "refunded", "expected balance", "balance", "surplus")
     return _table(head, rows)
 
 
@@ -103,12 +104,29 @@ def _batches_table(report: AuditReport) -> str:
         money = functools.partial(_money, totals=t)
         rows.append(
             f"<tr><td class=n>{b.batch}</td><td><code>{escape(b.requester)}</code></td>"
-            f"<td class=n>{b.task_count}</td><td class=n>{b.submitted}</td><td class=n>{b.approved}</td>"
+            f"<td class=n>{b.task_count}</td><td class=n>{b.submitted}</td><td class=n>{b.settled_answers}</td>"
+            f"<td class=n>{b.approved}</td>"
             f"<td class=n>{b.rejected}</td><td class=n>{b.released}</td><td class=n>{b.pending}</td>"
             f"<td class=n>{money(b.deposited)}</td><td class=n>{money(b.paid)}</td>"
             f"<td class=n>{money(b.refunded)}</td><td><code>{escape(b.manifest_cid)}</code></td></tr>")
-    head = ("batch", "requester", "tasks", "answers", "approved", "rejected", "released", "pending",
+    head = ("batch", "requester", "tasks", "answers", "settled", "approved", "rejected", "released", "pending",
             "deposited", "paid", "refunded", "manifest")
+    return _table(head, rows)
+
+
+def _settlements_table(report: AuditReport) -> str:
+    rows = []
+    for s in report.settlements:
+        batch = report.batches.get(s.batch)
+        money = functools.partial(_money, totals=report.tokens.get(batch.token) if batch else None)
+        rows.append(
+            f"<tr><td class=n>{s.batch}</td><td class=n>{s.sequence}</td><td class=n>{s.block}</td>"
+            f"<td><code>{escape(s.poster)}</code></td><td class=n>{s.answers}</td>"
+            f"<td class=n>{money(s.amount)}</td><td class=n>{money(s.relay_fees)}</td>"
+            f"<td class=n>{money(s.cumulative_total)}</td><td><code>{escape(s.manifest_cid)}</code></td>"
+            f"<td>{'yes' if s.manifest_verified else 'no'}</td></tr>")
+    head = ("batch", "sequence", "block", "poster", "answers", "rewards", "relay fees", "settled so far",
+            "manifest", "manifest verified")
     return _table(head, rows)
 
 

@@ -67,8 +67,10 @@ class TokenTotals:
     bonuses: int = 0  # BonusPaid, paid in by requesters
     withdrawn: int = 0  # Withdrawn: workers' and relays' payouts
     reclaimed: int = 0  # BatchReclaimed: refunds to requesters
-    paid_to_workers: int = 0  # rewards credited (approved + released)
-    relay_fees: int = 0
+    paid_to_workers: int = 0  # rewards credited (approved + released + claimed from settlements)
+    relay_fees: int = 0  # to submitters of answers and posters of settlements
+    settled: int = 0  # SettlementPosted: rewards moved from batch funds to claimable pools
+    claimed: int = 0  # EarningsClaimed: from the pools to workers (part of paid_to_workers)
     balance: int = 0  # the escrow's balance at the audited block
     owed_replayed: int = 0  # locked in batches + account balances, from the replay
     owed_onchain: int | None = None  # the contract's own totalOwed(token), if it has one
@@ -100,11 +102,16 @@ class BatchTotals:
     manifest_cid: str
     created_block: int
     deposited: int = 0  # deposit + top-ups
-    paid: int = 0  # rewards credited to workers
-    fees: int = 0  # relay fees credited at submission
+    paid: int = 0  # rewards credited to workers: approvals, releases and claims
+    fees: int = 0  # relay fees credited at submission and settlement
     refunded: int = 0  # reclaimed by the requester
-    locked_replayed: int = 0  # funds + pending * reward, from the replay
-    locked_onchain: int | None = None  # the same, read from batch(id) at the audited block
+    locked_replayed: int = 0  # funds + pending * reward + claimable pool, from the replay
+    locked_onchain: int | None = None  # the same, read from batch(id), settlementOf, earningsOf
+    settlements: int = 0
+    settled_answers: int = 0
+    settled: int = 0  # rewards moved into the batch's claimable pool (its cumulativeTotal)
+    claims: int = 0
+    claimed: int = 0  # taken out of the pool by workers' claims
     submitted: int = 0
     skipped: int = 0
     approved: int = 0
@@ -124,7 +131,7 @@ class Payment:
     token: str
     worker: str
     amount: int
-    kind: str  # approved | released | bonus
+    kind: str  # approved | released | bonus | claimed
 
 
 @dataclass
@@ -132,6 +139,24 @@ class ReviewDelay:
     outcome: str  # approved | rejected | released
     seconds: int  # from submission to review
     window: int  # the batch's review window
+
+
+@dataclass
+class SettlementSummary:
+    """One posted settlement, as the report lists it."""
+
+    batch: int
+    sequence: int
+    block: int
+    tx: str
+    poster: str
+    root: str  # 0x hex
+    cumulative_total: int
+    amount: int
+    relay_fees: int
+    answers: int
+    manifest_cid: str  # string form, or 0x hex if the bytes are no CID
+    manifest_verified: bool = False  # fetched, hash-checked, parsed and matched to the chain
 
 
 @dataclass
@@ -150,6 +175,7 @@ class AuditReport:
     worker_earnings: dict[tuple[str, str], int] = field(default_factory=dict)  # (token, worker)
     payments: list[Payment] = field(default_factory=list)
     review_delays: list[ReviewDelay] = field(default_factory=list)
+    settlements: list[SettlementSummary] = field(default_factory=list)
     answers_audited: int = 0
     signatures_checked: int = 0
     content_checked: int = 0

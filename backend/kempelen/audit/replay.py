@@ -2,8 +2,9 @@
 
 Pure: events, block timestamps and transaction senders in; balances, answer states and
 findings for checks 1 (money, event by event), 2 (payouts) and 6 (timing) out. Money
-moves exactly as ITaskEscrow's event docs say it does, so whatever the contract did
-differently shows up against its own state at the end (checks.balance_sheet).
+moves exactly as ITaskEscrow's (and ISettlement's) event docs say it does, so whatever the
+contract did differently shows up against its own state at the end (checks.balance_sheet).
+The settlement path's handlers live in settlement_replay, mixed in.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from kempelen.audit.model import (
     ReviewDelay,
     TokenTotals,
 )
+from kempelen.audit.settlement_replay import SettlementReplay, SettlementState
 from kempelen.errors import InvalidCID
 from kempelen.protocol.cid import CID
 from kempelen.protocol.events import Event
@@ -42,6 +44,7 @@ class BatchLedger:
     totals: BatchTotals
     funds: int  # unallocated, as the contract should hold it
     pending: int = 0
+    pool: int = 0  # settled, not yet claimed (ISettlement)
     overspent: bool = False
 
 
@@ -67,7 +70,7 @@ class ReasonRef:
     worker: str
 
 
-class Replay:
+class Replay(SettlementReplay):
     def __init__(self, escrow: str, block_times: dict[int, int], senders: dict[str, tuple[str, str | None]]):
         self.escrow = escrow
         self.block_times = block_times
@@ -87,6 +90,7 @@ class Replay:
         self.payments: list[Payment] = []
         self.delays: list[ReviewDelay] = []
         self.earnings: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self.settlement = SettlementState()
 
     def run(self, events: list[Event]) -> Replay:
         for event in events:
@@ -95,7 +99,7 @@ class Replay:
                 if handler is not None:
                     handler(event)
         for ledger in self.batches.values():
-            ledger.totals.locked_replayed = ledger.funds + ledger.pending * ledger.totals.reward
+            ledger.totals.locked_replayed = ledger.funds + ledger.pending * ledger.totals.reward + ledger.pool
         return self
 
     # -- helpers ----------------------------------------------------------------------
@@ -207,6 +211,7 @@ class Replay:
         if key in self.answers:
             self._find(PAYOUTS, "answered_twice", "a second answer of this worker to this task was accepted",
                        e, **where)
+        self._check_not_settled(e, batch_id, worker, task)
         self.task_answers[(batch_id, task)] += 1
         if self.task_answers[(batch_id, task)] > totals.answers_per_task:
             self._find(PAYOUTS, "task_over_answered", f"more than {totals.answers_per_task} answers held for "

@@ -50,12 +50,16 @@ def to_json(report: AuditReport) -> dict:
             "approved": sum(b.approved for b in report.batches.values()),
             "rejected": sum(b.rejected for b in report.batches.values()),
             "released": sum(b.released for b in report.batches.values()),
+            "settlements": len(report.settlements),
+            "settled_answers": sum(b.settled_answers for b in report.batches.values()),
+            "claims": sum(b.claims for b in report.batches.values()),
             "discrepancies": len(report.discrepancies),
             "notices": len(report.findings) - len(report.discrepancies),
             "discrepancies_by_check": per_check,
         },
         "tokens": [_token_json(t) for t in report.tokens.values()],
         "batches": [_batch_json(b) for b in report.batches.values()],
+        "settlements": [_settlement_json(s) for s in report.settlements],
         "workers": [
             {"token": token, "worker": worker, "earned": str(earned)}
             for (token, worker), earned in sorted(report.worker_earnings.items())
@@ -70,7 +74,7 @@ def _token_json(t: TokenTotals) -> dict:
         "token": t.token, "symbol": t.symbol, "decimals": t.decimals,
         **{name: str(getattr(t, name)) for name in (
             "deposited", "topped_up", "bonuses", "withdrawn", "reclaimed", "paid_to_workers", "relay_fees",
-            "balance", "expected_balance", "surplus", "deficit", "owed_replayed")},
+            "balance", "expected_balance", "surplus", "deficit", "owed_replayed", "settled", "claimed")},
         "owed_onchain": None if t.owed_onchain is None else str(t.owed_onchain),
     }
 
@@ -81,10 +85,20 @@ def _batch_json(b) -> dict:
         "task_count": b.task_count, "answers_per_task": b.answers_per_task, "deadline": b.deadline,
         "review_window": b.review_window, "created_block": b.created_block,
         **{name: str(getattr(b, name)) for name in (
-            "reward", "relay_fee", "deposited", "paid", "fees", "refunded", "locked_replayed")},
+            "reward", "relay_fee", "deposited", "paid", "fees", "refunded", "locked_replayed", "settled",
+            "claimed")},
         "locked_onchain": None if b.locked_onchain is None else str(b.locked_onchain),
         **{name: getattr(b, name) for name in ("submitted", "skipped", "approved", "rejected", "released",
-                                                "pending")},
+                                                "pending", "settlements", "settled_answers", "claims")},
+    }
+
+
+def _settlement_json(s) -> dict:
+    return {
+        "batch": s.batch, "sequence": s.sequence, "block": s.block, "tx": s.tx, "poster": s.poster,
+        "root": s.root, "answers": s.answers, "manifest_cid": s.manifest_cid,
+        "manifest_verified": s.manifest_verified,
+        **{name: str(getattr(s, name)) for name in ("cumulative_total", "amount", "relay_fees")},
     }
 
 
@@ -101,13 +115,21 @@ def print_summary(report: AuditReport, console: Console | None = None) -> None:
         table.add_column(column, justify="left" if column == "token" else "right")
     for token, totals in report.tokens.items():
         batches = [b for b in report.batches.values() if b.token == token]
-        table.add_row(totals.symbol, str(len(batches)), str(sum(b.submitted for b in batches)),
+        table.add_row(totals.symbol, str(len(batches)),
+                      str(sum(b.submitted + b.settled_answers for b in batches)),
                       amount(totals.paid_to_workers + totals.bonuses, totals), amount(totals.reclaimed, totals),
                       amount(totals.balance, totals),
                       amount(totals.surplus, totals) if totals.surplus else "-")
     console.print(table)
     console.print(f"{report.answers_audited} answers, {report.signatures_checked} signatures re-verified, "
                   f"{report.content_checked} content files hash-checked ({report.content_source}).")
+    if report.settlements:
+        verified = sum(s.manifest_verified for s in report.settlements)
+        settled = sum(b.settled_answers for b in report.batches.values())
+        claims = sum(b.claims for b in report.batches.values())
+        unclaimed = ", ".join(amount(t.settled - t.claimed, t) for t in report.tokens.values() if t.settled)
+        console.print(f"{len(report.settlements)} settlements paid {settled} answers ({verified} manifests "
+                      f"verified against the chain); {claims} claims, {unclaimed} still in claimable pools.")
     discrepancies = report.discrepancies
     if not discrepancies:
         console.print("[bold green]CLEAN[/]: every payment is backed by a signed, content-addressed answer "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from kempelen.audit import checks
+from kempelen.audit import checks, settlement_checks
 from kempelen.audit.content import ContentSource, DirectoryStore, check_files, file_verdict
 from kempelen.audit.html import write_html
 from kempelen.audit.model import AuditError, AuditReport, Finding, Progress
@@ -75,34 +75,45 @@ def _audit(rpc_url: str, escrow: str, source: ContentSource, from_block: int, to
     submitted = [a for a in replay.submitted if a.batch in wanted]
     began = time.perf_counter()
     items, owners, paired = checks.pair_signatures(history, submitted)
-    recovery = Recovery(history.chain_id, history.escrow, items, workers)  # runs while content is checked
+    # Settlement manifests first (few files): their answers' signatures join the recovery pool.
+    manifests, manifest_problems = settlement_checks.load_manifests(
+        source, [s for s in replay.settlement.settlements if s.batch in wanted])
+    settled_items, settled_owners = settlement_checks.signature_items(manifests)
+    recovery = Recovery(history.chain_id, history.escrow, items + settled_items, workers)  # runs during content
     try:
-        content, content_checked = _content_findings(source, replay, submitted, wanted, progress)
+        content, content_checked, verdicts = _content_findings(
+            source, replay, submitted, wanted, progress, settlement_checks.answer_cids(manifests))
         timings["content_s"] = time.perf_counter() - began
         waited = time.perf_counter()
-        progress.begin("verifying signatures", len(items))
+        progress.begin("verifying signatures", len(items) + len(settled_items))
         signers = recovery.result()
-        progress.advance(len(items))
+        progress.advance(len(items) + len(settled_items))
         progress.end()
     finally:
         recovery.close()
     timings["signatures_wait_s"] = time.perf_counter() - waited
     timings["signatures_cpu_s"] = recovery.cpu_seconds
-    findings += paired + checks.signature_findings(owners, signers) + content
+    settled, settlements = settlement_checks.settlement_findings(
+        replay, manifests, settled_owners, signers[len(items):], verdicts, history.chain_id, history.escrow)
+    claims = settlement_checks.claim_findings([c for c in replay.settlement.claims if c.batch in wanted], manifests)
+    findings += paired + checks.signature_findings(owners, signers[:len(items)]) + content
+    findings += manifest_problems + settled + claims
     timings["total_s"] = time.perf_counter() - started
 
     report = _assemble(history, replay, source, sorted(set(batches)), wanted, findings)
     report.tokens = tokens
-    report.answers_audited = len(submitted)
-    report.signatures_checked = len(items)
-    report.content_checked = content_checked
+    report.settlements = settlements
+    report.answers_audited = len(submitted) + len(settled_owners)
+    report.signatures_checked = len(items) + len(settled_items)
+    report.content_checked = content_checked + len(manifests)
     report.timings = timings
     return report
 
 
-def _content_findings(source: ContentSource, replay: Replay, submitted, wanted: set[int],
-                      progress: Progress) -> tuple[list[Finding], int]:
-    """Findings of check 4, and how many distinct files were verified."""
+def _content_findings(source: ContentSource, replay: Replay, submitted, wanted: set[int], progress: Progress,
+                      settled_answers: list[CID]) -> tuple[list[Finding], int, dict[CID, str | None]]:
+    """Findings of check 4 (settled answers' payloads: verdicts only), how many distinct files were
+    verified, and the verdicts by CID."""
     manifests: dict[int, bytes | str] = {}
     findings: list[Finding] = []
     for batch_id in sorted(wanted & set(replay.batches)):
@@ -121,12 +132,12 @@ def _content_findings(source: ContentSource, replay: Replay, submitted, wanted: 
     rejections = [r for r in replay.rejection_reasons if r.batch in wanted]
     bonuses = [r for r in replay.bonus_reasons if r.batch in wanted]
     reason_cids = checks.reason_cids(rejections + bonuses)
-    verdicts = check_files(source, task_cids + answer_cids + reason_cids, progress)
+    verdicts = check_files(source, task_cids + answer_cids + settled_answers + reason_cids, progress)
     findings += checks.task_findings(replay, parsed, verdicts)
     findings += checks.answer_findings(submitted, verdicts)
     findings += checks.reason_findings(rejections, verdicts, "rejection")
     findings += checks.reason_findings(bonuses, verdicts, "bonus")
-    return findings, len(manifests) + len(verdicts)
+    return findings, len(manifests) + len(verdicts), verdicts
 
 
 def _assemble(history: ChainHistory, replay: Replay, source: ContentSource, batch_filter: list[int],

@@ -36,6 +36,10 @@ class ChainState:
     balances: dict[str, int] = field(default_factory=dict)  # token -> escrow's balance
     owed: dict[str, int | None] = field(default_factory=dict)  # token -> totalOwed(token)
     batches: dict[int, tuple[int, int] | None] = field(default_factory=dict)  # id -> (funds, pending)
+    # ISettlement, for batches with settlements: id -> settlementOf (sequence, root, cumulativeTotal),
+    # and (batch, worker) -> earningsOf (settled, claimed) for every worker settled or claiming.
+    settlements: dict[int, tuple[int, bytes, int] | None] = field(default_factory=dict)
+    earnings: dict[tuple[int, str], tuple[int, int] | None] = field(default_factory=dict)
     accounts: dict[tuple[str, str], int | None] = field(default_factory=dict)  # (token, account)
     worker_records: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     requester_records: dict[str, tuple[int, int, int]] = field(default_factory=dict)
@@ -218,6 +222,12 @@ class Scanner:
                 eth_call(("decimals", token), token, "decimals()", [], [])
         for batch_id in batch_ids:
             eth_call(("batch", batch_id), self.escrow, "batch(uint64)", ["uint64"], [batch_id])
+        for batch_id, worker in sorted(_settled_workers(mine), key=lambda k: (k[0], k[1] or "")):
+            if worker is None:
+                eth_call(("settlement", batch_id), self.escrow, "settlementOf(uint64)", ["uint64"], [batch_id])
+            else:
+                eth_call(("earnings", batch_id, worker), self.escrow, "earningsOf(uint64,address)",
+                         ["uint64", "address"], [batch_id, worker])
         for token, account in sorted(accounts):
             eth_call(("account", token, account), self.escrow, "balanceOf(address,address)",
                      ["address", "address"], [token, account])
@@ -239,6 +249,20 @@ class Scanner:
         return state
 
 
+def _settled_workers(events: list[Event]) -> set[tuple[int, str | None]]:
+    """(batch, None) for every batch with a settlement, (batch, worker) for its settled or claiming
+    workers: the settlement state worth reading."""
+    found: set[tuple[int, str | None]] = set()
+    for e in events:
+        if e.name == "SettlementPosted":
+            found.add((e.args["batchId"], None))
+        elif e.name == "AnswersSettled":
+            found.update((e.args["batchId"], word["worker"]) for word in e.args["settled"])
+        elif e.name == "EarningsClaimed":
+            found.add((e.args["batchId"], e.args["worker"]))
+    return found
+
+
 def _credited_accounts(events: list[Event]) -> set[tuple[str, str]]:
     """(token, account) pairs the escrow ever owed something: workers, relays, bonus takers."""
     token_of = {e.args["batchId"]: e.args["token"] for e in events if e.name == "BatchCreated"}
@@ -246,10 +270,11 @@ def _credited_accounts(events: list[Event]) -> set[tuple[str, str]]:
     for e in events:
         if e.name == "Withdrawn":
             accounts.add((e.args["token"], e.args["account"]))
-        elif e.name in ("AnswerApproved", "AnswerReleased", "BonusPaid", "AnswerSubmitted"):
+        elif e.name in ("AnswerApproved", "AnswerReleased", "BonusPaid", "AnswerSubmitted", "SettlementPosted",
+                        "EarningsClaimed"):
             token = token_of.get(e.args["batchId"])
             if token is not None:
-                account = e.args["relayer"] if e.name == "AnswerSubmitted" else e.args["worker"]
+                account = e.args.get("relayer") or e.args.get("poster") or e.args["worker"]
                 accounts.add((token, account))
     return accounts
 
@@ -271,6 +296,10 @@ def _store_state(state: ChainState, key: tuple, result) -> None:
         elif kind == "batch":
             record = decode_result([_BATCH_TYPE], result)[0] if ok else None
             state.batches[key[1]] = (record[9], record[10]) if record else None
+        elif kind == "settlement":
+            state.settlements[key[1]] = tuple(decode_result(["uint32", "bytes32", "uint256"], result)) if ok else None
+        elif kind == "earnings":
+            state.earnings[(key[1], key[2])] = tuple(decode_result(["uint256", "uint256"], result)) if ok else None
         elif kind == "account":
             state.accounts[(key[1], key[2])] = decode_result(["uint256"], result)[0] if ok else None
         elif kind in ("worker", "requester") and ok:
@@ -279,3 +308,7 @@ def _store_state(state: ChainState, key: tuple, result) -> None:
     except Exception:  # noqa: BLE001 - a contract answering in the wrong shape: treat as unsupported
         if kind == "batch":
             state.batches[key[1]] = None
+        elif kind == "settlement":
+            state.settlements[key[1]] = None
+        elif kind == "earnings":
+            state.earnings[(key[1], key[2])] = None
