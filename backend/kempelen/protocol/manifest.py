@@ -3,6 +3,11 @@
 It lists every task payload's CID (index = the task index workers sign), the instructions,
 and how long a worker's lease on a task lasts. Serialized as canonical JSON (sorted keys, no
 spaces, UTF-8) so the same manifest always has the same bytes, hence the same CID.
+
+A batch paid by requester-signed settlements (docs/settlement.md) says so with
+`"settlement": {"fallbackAt": <unix time>}`: relays hold its answers off-chain until then, and
+put the ones no settlement paid on the direct path after it. Manifests without the field are
+the same bytes (and CID) as before it existed.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ class BatchManifest:
     assignment_seconds: int = 600
     answer_schema: dict | None = None  # JSON Schema an answer must satisfy, if any
     labels: tuple[str, ...] = field(default=())  # allowed labels for classification tasks
+    # Settlement mode: unix time (chain clock) after which unsettled answers go the direct path.
+    settlement_fallback_at: int | None = None
 
     def __post_init__(self) -> None:
         if not self.task_cids:
@@ -41,6 +48,10 @@ class BatchManifest:
             CID.parse(cid)  # raises InvalidCID with a clear message
         if self.assignment_seconds <= 0:
             raise ManifestError("assignment_seconds must be positive")
+        fallback = self.settlement_fallback_at
+        if fallback is not None and (not isinstance(fallback, int) or isinstance(fallback, bool)
+                                     or not 0 < fallback < 2**64):
+            raise ManifestError(f"settlement fallbackAt must be a positive unix time, not {fallback!r}")
 
     @property
     def task_count(self) -> int:
@@ -58,6 +69,8 @@ class BatchManifest:
             document["answer_schema"] = self.answer_schema
         if self.labels:
             document["labels"] = list(self.labels)
+        if self.settlement_fallback_at is not None:
+            document["settlement"] = {"fallbackAt": self.settlement_fallback_at}
         return canonical_json(document)
 
     @classmethod
@@ -79,6 +92,15 @@ class BatchManifest:
                 assignment_seconds=int(document.get("assignment_seconds", 600)),
                 answer_schema=document.get("answer_schema"),
                 labels=tuple(document.get("labels", ())),
+                settlement_fallback_at=_fallback_at(document.get("settlement")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ManifestError(f"malformed manifest: {exc!r}") from None
+
+
+def _fallback_at(settlement: object) -> int | None:
+    if settlement is None:
+        return None
+    if not isinstance(settlement, dict) or set(settlement) != {"fallbackAt"}:
+        raise ManifestError('settlement must be {"fallbackAt": <unix time>}')
+    return settlement["fallbackAt"]  # checked in __post_init__

@@ -305,6 +305,19 @@ def verify_manifest(
     return problems
 
 
+def settled_words_of_event(settled) -> tuple[SettledWord, ...]:
+    """The `settled` argument of an AnswersSettled event (web3.py gives each entry as a tuple or
+    as a dict by field name, depending on the decoder) as SettledWords."""
+    words = []
+    for entry in settled:
+        if isinstance(entry, Mapping):
+            worker, word_index, bits = entry["worker"], entry["wordIndex"], entry["bits"]
+        else:
+            worker, word_index, bits = entry
+        words.append(SettledWord(to_checksum_address(worker), int(word_index), int(bits)))
+    return tuple(words)
+
+
 # ------------------------------------------------------------------------------- verification
 
 

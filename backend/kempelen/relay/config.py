@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     # Group commit: the intake writer commits whatever arrived within this window at once.
     commit_window_ms: float = Field(default=2.0, ge=0)
     commit_max_answers: int = Field(default=256, gt=0)
+    # Settlement-mode batches: answers are held until the manifest's fallbackAt, but never later
+    # than this long before the batch's deadline, so the direct path still has time (the safety valve).
+    settlement_margin_seconds: int = Field(default=3600, ge=0)
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Settings:

@@ -17,7 +17,7 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import lru_cache
 
@@ -28,7 +28,7 @@ from kempelen.ipfs.store import ContentStore
 from kempelen.protocol.cid import raw_cid
 from kempelen.protocol.signing import Answer, Domain, SignatureError, answer_digest, recover
 from kempelen.relay import repository
-from kempelen.relay.batches import BatchCatalog
+from kempelen.relay.batches import BatchCatalog, BatchInfo
 from kempelen.relay.errors import (
     BadSignature,
     BatchClosed,
@@ -42,6 +42,7 @@ from kempelen.relay.errors import (
 )
 from kempelen.relay.models import utcnow
 from kempelen.relay.ratelimit import RateLimiter
+from kempelen.relay.settlement import SettlementModes
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class VerifiedAnswer:
     signature: bytes
     payload: bytes
     payload_cid: str
+    hold_until: int | None = None  # settlement mode: stored "held" until then (relay/settlement.py)
 
     @property
     def key(self) -> tuple[int, int, str, int]:
@@ -77,8 +79,9 @@ class VerifiedAnswer:
             "receipt_id": self.receipt_id, "chain_id": self.chain_id, "batch_id": self.batch_id,
             "task_index": self.task_index, "worker": self.worker,
             "answer_digest": self.answer_digest, "signature": self.signature,
-            "payload": self.payload, "payload_cid": self.payload_cid, "status": "accepted",
-            "accepted_at": accepted_at,
+            "payload": self.payload, "payload_cid": self.payload_cid,
+            "status": "accepted" if self.hold_until is None else "held",
+            "accepted_at": accepted_at, "hold_until": self.hold_until,  # one key set per group insert
         }
 
 
@@ -311,12 +314,14 @@ class Intake:
     """The whole answer path for one process: limits, verification, batch checks, group commit."""
 
     def __init__(self, domain: Domain, catalog: BatchCatalog, writer: AnswerWriter,
-                 limiter: RateLimiter, max_payload_bytes: int) -> None:
+                 limiter: RateLimiter, max_payload_bytes: int,
+                 settlement_modes: SettlementModes | None = None) -> None:
         self.domain = domain
         self.catalog = catalog
         self.writer = writer
         self.limiter = limiter
         self.max_payload_bytes = max_payload_bytes
+        self.settlement_modes = settlement_modes
 
     async def accept(self, batch_id: int, task_index: int, worker: str, payload: bytes,
                      signature: bytes, claimed_digest: bytes | None) -> dict:
@@ -324,14 +329,18 @@ class Intake:
         answer = verify_answer(self.domain, batch_id, task_index, worker, payload, signature,
                                claimed_digest, self.max_payload_bytes)
         self.limiter.take(answer.worker)
-        await self.check_task(batch_id, task_index)
+        batch = await self.check_task(batch_id, task_index)
+        if self.settlement_modes is not None:
+            hold_until = await self.settlement_modes.hold_until(batch)
+            if hold_until is not None:
+                answer = replace(answer, hold_until=hold_until)
         outcome = await self.writer.submit(answer)
         if outcome.duplicate:
             raise DuplicateAnswer(f"{answer.worker} already answered task {task_index} of batch "
                                   f"{batch_id}; this is the original receipt", receipt=outcome.receipt)
         return outcome.receipt
 
-    async def check_task(self, batch_id: int, task_index: int) -> None:
+    async def check_task(self, batch_id: int, task_index: int) -> BatchInfo:
         batch = self.catalog.known(batch_id) or await self.catalog.aget(batch_id)
         if batch is None:
             raise UnknownBatch(f"no batch {batch_id} in escrow {self.domain.escrow}", batch_id=batch_id)
@@ -343,3 +352,4 @@ class Intake:
             if batch is not None and not batch.is_open(self.catalog.now()):
                 raise BatchClosed(f"batch {batch_id} stopped taking answers at its deadline "
                                   f"({batch.deadline}); the escrow would skip this answer")
+        return batch

@@ -39,7 +39,8 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         path = scope["path"]
         limit = (self.answer_limit if path.startswith("/answers") else
-                 self.upload_limit if path.startswith("/payloads") else self.default_limit)
+                 self.upload_limit if path.startswith(("/payloads", "/settlements", "/claims"))
+                 else self.default_limit)
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 return await self._refuse(send, int(value), limit)

@@ -73,12 +73,16 @@ class RelayAnswer(Base):
     signature: Mapped[bytes] = mapped_column(LargeBinary(65))
     payload: Mapped[bytes] = mapped_column(LargeBinary)  # the answer bytes, durable before the 202
     payload_cid: Mapped[str] = mapped_column(String(100))
-    status: Mapped[str] = mapped_column(String(16), default="accepted")  # accepted|submitted|onchain|skipped
+    # accepted|submitted|onchain|skipped; a settlement-mode batch's answers start "held" and end
+    # "settled" (paid by a requester's settlement) or go on to "accepted" at hold_until.
+    status: Mapped[str] = mapped_column(String(16), default="accepted")
     skip_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
     accepted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     block_number: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Held answers only: unix time (chain clock) after which they take the direct path.
+    hold_until: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class RelayTransaction(Base):
@@ -95,6 +99,25 @@ class RelayTransaction(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|mined|replaced|dropped|failed
     sent_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     mined_block: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class RelayJob(Base):
+    """A settle or claimMany call the relay was asked to send (its submitter sends it)."""
+
+    __tablename__ = "relay_jobs"
+    __table_args__ = (Index("ix_relay_jobs_status_id", "status", "id"),)
+
+    id: Mapped[int] = mapped_column(QueueId, primary_key=True, autoincrement=True)
+    chain_id: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(16))  # settle|claim
+    batch_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # settle only
+    requested_by: Mapped[str | None] = mapped_column(String(42), nullable=True)  # claim: the worker
+    calldata: Mapped[bytes] = mapped_column(LargeBinary)  # to the escrow
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued|sent|mined|failed
+    tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    block_number: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    error: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class RelayLease(Base):

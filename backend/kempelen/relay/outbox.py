@@ -43,7 +43,7 @@ transactions = table(
     column("gas_price", Numeric(78, 0)), column("max_fee_per_gas", Numeric(78, 0)),
     column("max_priority_fee_per_gas", Numeric(78, 0)), column("gas_limit", BigInteger),
     column("answer_ids", JSON), column("status", String), column("sent_at", UTCDateTime),
-    column("mined_block", BigInteger), column("raw_tx", LargeBinary),
+    column("mined_block", BigInteger), column("raw_tx", LargeBinary), column("job_id", BigInteger),
 )
 
 
@@ -63,6 +63,7 @@ class TxRecord:
     status: str
     sent_at: datetime
     raw_tx: bytes | None
+    job_id: int | None = None  # a relayed settle/claim (relay/jobs.py) instead of an answer pack
 
 
 def _now() -> datetime:
@@ -101,7 +102,7 @@ def answers_by_id(conn: Connection, ids: Iterable[int]) -> list[QueuedAnswer]:
 
 
 def record_transaction(conn: Connection, chain_id: int, tx: SignedTx, answer_ids: Sequence[int],
-                       *, replaces: str | None = None) -> None:
+                       *, replaces: str | None = None, job_id: int | None = None) -> None:
     """Record a signed transaction and point its answers at it, before it is broadcast.
 
     A new pack takes answers from "accepted"; a replacement (`replaces` = the stuck tx hash)
@@ -113,6 +114,7 @@ def record_transaction(conn: Connection, chain_id: int, tx: SignedTx, answer_ids
         tx_hash=tx.tx_hash, chain_id=chain_id, nonce=tx.nonce, gas_price=fees.gas_price,
         max_fee_per_gas=fees.max_fee_per_gas, max_priority_fee_per_gas=fees.max_priority_fee_per_gas,
         gas_limit=tx.gas, answer_ids=list(answer_ids), status="pending", sent_at=_now(), raw_tx=tx.raw,
+        **({"job_id": job_id} if job_id is not None else {}),
     ))
     condition = (answers.c.status == "submitted") & (answers.c.tx_hash == replaces) if replaces \
         else answers.c.status == "accepted"
@@ -135,7 +137,7 @@ def pending_transactions(conn: Connection, chain_id: int) -> list[TxRecord]:
     return [TxRecord(r.tx_hash, r.nonce,
                      Fees(_int(r.max_fee_per_gas), _int(r.max_priority_fee_per_gas), _int(r.gas_price)),
                      r.gas_limit, list(r.answer_ids), r.status, r.sent_at,
-                     bytes(r.raw_tx) if r.raw_tx is not None else None) for r in rows]
+                     bytes(r.raw_tx) if r.raw_tx is not None else None, r.job_id) for r in rows]
 
 
 def set_transaction_status(conn: Connection, tx_hashes: Iterable[str], status: str,
@@ -148,7 +150,7 @@ def set_transaction_status(conn: Connection, tx_hashes: Iterable[str], status: s
 
 def settle(conn: Connection, tx_hash: str, results: Sequence[AnswerOutcome]) -> None:
     """Write each answer's fate from the receipt of `tx_hash` (only answers still waiting on it)."""
-    final = [r for r in results if r.status in ("onchain", "skipped")]
+    final = [r for r in results if r.status in ("onchain", "skipped", "settled")]
     if not final:
         return
     conn.execute(
@@ -213,3 +215,51 @@ def status_counts(conn: Connection, chain_id: int) -> dict[str, int]:
     rows = conn.execute(select(answers.c.status, func.count()).where(answers.c.chain_id == chain_id)
                         .group_by(answers.c.status))
     return {status: count for status, count in rows}
+
+
+# -- settlement mode (relay/settlement.py) --------------------------------------------------
+
+def held_batches(conn: Connection, chain_id: int) -> list[tuple[int, int]]:
+    """(batch id, earliest hold_until) of every batch with answers held for a settlement."""
+    rows = conn.execute(
+        select(answers.c.batch_id, func.min(answers.c.hold_until))
+        .where(answers.c.status == "held", answers.c.chain_id == chain_id)
+        .group_by(answers.c.batch_id).order_by(answers.c.batch_id)
+    )
+    return [(batch_id, int(first)) for batch_id, first in rows]
+
+
+def mark_settled(conn: Connection, chain_id: int, batch_id: int, paid: dict) -> int:
+    """Held or queued answers of the batch that a settlement paid -> "settled" (never sent now).
+
+    `paid` maps (worker lower-case, task index) to where the settlement landed (block_number,
+    tx_hash); returns how many answers changed.
+    """
+    if not paid:
+        return 0
+    rows = conn.execute(
+        select(answers.c.id, answers.c.worker, answers.c.task_index)
+        .where(answers.c.chain_id == chain_id, answers.c.batch_id == batch_id,
+               answers.c.status.in_(("held", "accepted")))
+    )
+    updates = [{"b_id": r.id, "b_block": paid[key].block_number, "b_tx": paid[key].tx_hash}
+               for r in rows if (key := (r.worker.lower(), r.task_index)) in paid]
+    if updates:
+        conn.execute(
+            update(answers)
+            .where(answers.c.id == bindparam("b_id"),  # no IN here: executemany cannot expand it
+                   (answers.c.status == "held") | (answers.c.status == "accepted"))
+            .values(status="settled", block_number=bindparam("b_block"), tx_hash=bindparam("b_tx")),
+            updates,
+        )
+    return len(updates)
+
+
+def release_held(conn: Connection, chain_id: int, batch_id: int, now: int) -> int:
+    """Held answers of the batch past their hold_until -> "accepted": the direct path."""
+    return conn.execute(
+        update(answers)
+        .where(answers.c.chain_id == chain_id, answers.c.batch_id == batch_id, answers.c.status == "held",
+               answers.c.hold_until <= now)
+        .values(status="accepted")
+    ).rowcount

@@ -191,6 +191,14 @@ class Relayer:
             batch_id, to_checksum_address(worker), task_index).call()
         return ANSWER_STATUSES[status]
 
+    def is_settled(self, batch_id: int, worker: str, task_index: int) -> bool:
+        """Whether a requester's settlement paid the answer (ISettlement.isSettled)."""
+        return self.chain.escrow.functions.isSettled(batch_id, to_checksum_address(worker), task_index).call()
+
+    def chain_time(self) -> int:
+        """The latest block's timestamp: hold times are judged by the chain's clock."""
+        return self.w3.eth.get_block("latest")["timestamp"]
+
     def submitted_digest(self, batch_id: int, worker: str, task_index: int) -> tuple[bytes, int, str] | None:
         """(answerDigest, block, tx hash) of the AnswerSubmitted event for the answer, if any."""
         decoder = escrow_decoder()

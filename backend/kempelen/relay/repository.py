@@ -61,7 +61,7 @@ def answers_by_keys(db: Db, keys: set[AnswerKey]) -> dict[AnswerKey, object]:
 def unsubmitted_payloads(db: Db):
     """(payload_cid, payload) of answers not yet on-chain: the ones a crash may not have pinned."""
     query = select(_answers.c.payload_cid, _answers.c.payload).where(
-        _answers.c.status.in_(("accepted", "submitted")))
+        _answers.c.status.in_(("accepted", "submitted", "held")))
     return db.execute(query.execution_options(yield_per=1000))
 
 
@@ -72,7 +72,7 @@ def answer_by_receipt(db: Db, receipt_id: str):
 def batch_answers(db: Db, chain_id: int, batch_id: int, *, after_id: int = 0, limit: int = 1000,
                   with_payload: bool = False) -> list:
     """A batch's answers in queue order, `limit` at a time after `after_id` (for exports)."""
-    columns = (*RECEIPT_COLUMNS, _answers.c.payload) if with_payload else RECEIPT_COLUMNS
+    columns = (*RECEIPT_COLUMNS, _answers.c.payload, _answers.c.signature) if with_payload else RECEIPT_COLUMNS
     query = (select(*columns)
              .where(_answers.c.chain_id == chain_id, _answers.c.batch_id == batch_id,
                     _answers.c.id > after_id)

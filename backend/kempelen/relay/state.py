@@ -16,6 +16,7 @@ from kempelen.relay.config import Settings
 from kempelen.relay.intake import AnswerPinner, AnswerWriter, Intake
 from kempelen.relay.metrics import Metrics
 from kempelen.relay.ratelimit import RateLimiter
+from kempelen.relay.settlement import SettlementModes
 
 
 def relay_engine(url: str) -> Engine:
@@ -59,7 +60,8 @@ class RelayState:
         writer = AnswerWriter(engine, pinner, window_ms=settings.commit_window_ms,
                               max_answers=settings.commit_max_answers)
         limiter = RateLimiter(settings.answers_per_address_per_s, settings.answers_burst)
-        intake = Intake(chain.domain, catalog, writer, limiter, settings.max_payload_bytes)
+        modes = SettlementModes(catalog, store, settings.settlement_margin_seconds)
+        intake = Intake(chain.domain, catalog, writer, limiter, settings.max_payload_bytes, modes)
         metrics = Metrics()
         metrics.gauges["kempelen_relay_commit_groups"] = lambda: writer.groups
         metrics.gauges["kempelen_relay_answers_committed"] = lambda: writer.committed

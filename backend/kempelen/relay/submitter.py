@@ -18,7 +18,7 @@ from itertools import groupby
 
 from sqlalchemy import Engine
 
-from kempelen.relay import outbox
+from kempelen.relay import jobs, outbox
 from kempelen.relay.leader import LeadershipLost, SubmitterLock
 from kempelen.relay.nonces import NonceManager
 from kempelen.relay.packing import (
@@ -33,6 +33,7 @@ from kempelen.relay.packing import (
 from kempelen.relay.receipts import ALREADY_ANSWERED, AnswerOutcome, escrow_decoder, outcomes
 from kempelen.relay.reconcile import chain_fate, resolve_orphans
 from kempelen.relay.relayer import Broadcast, PackReverts, Receipt, Relayer, SignedTx
+from kempelen.relay.settlement import settled_answers, settled_in_receipt
 
 log = logging.getLogger("kempelen.relay.submitter")
 
@@ -46,6 +47,7 @@ class SubmitterConfig:
     idle_sleep: float = 0.05  # seconds to wait when there is nothing to do
     error_backoff: float = 1.0  # seconds to wait after the chain or the database failed
     drop_grace: float = 2.0  # seconds a used nonce must stay without our receipt to count as lost
+    hold_check_every: float = 2.0  # seconds between looks at held (settlement-mode) answers
 
 
 class Submitter:
@@ -59,6 +61,7 @@ class Submitter:
         self.lock = SubmitterLock(engine, self.chain_id)
         self.nonces = NonceManager(relayer.pending_count)
         self._next_reconcile = 0.0
+        self._next_hold_check = 0.0
         self._nonce_gone_since: dict[int, float] = {}
 
     # ------------------------------------------------------------------ loop
@@ -90,13 +93,19 @@ class Submitter:
             self.nonces = NonceManager(self.relayer.pending_count)
             self._next_reconcile = 0.0
         now = time.monotonic()
-        if now >= self._next_reconcile:
+        reconciling = now >= self._next_reconcile
+        if reconciling:
             self.lock.check()
             self.reconcile()
             self._next_reconcile = now + self.config.reconcile_every
+        if reconciling or now >= self._next_hold_check:
+            self.release_held(scan_all=reconciling)
+            self._next_hold_check = now + self.config.hold_check_every
         in_flight = self.follow_transactions()
         if in_flight >= self.config.max_in_flight:
             return in_flight > 0
+        if self.send_job():
+            return True
         with self.engine.connect() as conn:
             head = outbox.queued(conn, self.chain_id, self.config.policy.capacity)
         pack = choose_pack(head, self.config.policy, time.time())
@@ -116,7 +125,8 @@ class Submitter:
             busy = self.step()
             with self.engine.connect() as conn:
                 counts = outbox.status_counts(conn, self.chain_id)
-            if not counts.get("accepted") and not counts.get("submitted"):
+                waiting_jobs = jobs.pending_count(conn, self.chain_id)
+            if not counts.get("accepted") and not counts.get("submitted") and not waiting_jobs:
                 return time.monotonic() - started
             if not busy:
                 time.sleep(self.config.idle_sleep)
@@ -158,7 +168,7 @@ class Submitter:
                 outbox.skip(conn, answer.id, reason)
         return kept
 
-    def _broadcast_new(self, signed: SignedTx, answer_ids: list[int]) -> None:
+    def _broadcast_new(self, signed: SignedTx, answer_ids: list[int], job_id: int | None = None) -> None:
         outcome, message = self.relayer.broadcast(signed.raw)
         if outcome in (Broadcast.SENT, Broadcast.UNREACHABLE):
             # Unreachable: the node may have it; following the transaction will tell.
@@ -168,6 +178,8 @@ class Submitter:
         with self.engine.begin() as conn:
             outbox.set_transaction_status(conn, [signed.tx_hash], "dropped")
             outbox.requeue(conn, answer_ids, from_txs=[signed.tx_hash])
+            if job_id is not None:
+                jobs.requeue(conn, job_id)
         if outcome in (Broadcast.NONCE_USED, Broadcast.UNDERPRICED):
             resynced = self.nonces.resync()
             log.warning("nonce %d is taken (%s): re-synced to %d", signed.nonce, message, resynced)
@@ -213,6 +225,8 @@ class Submitter:
         if nonce < mined_count and self._nonce_taken_by_another(nonce, group):
             with self.engine.begin() as conn:
                 outbox.set_transaction_status(conn, [tx.tx_hash for tx in group], "dropped")
+                for job_id in {tx.job_id for tx in group if tx.job_id is not None}:
+                    jobs.requeue(conn, job_id)
             log.warning("nonce %d was used by a transaction not ours: %d answers to reconcile",
                         nonce, len(group[-1].answer_ids))
             resolve_orphans(self.engine, self.relayer, self.chain_id)
@@ -250,13 +264,20 @@ class Submitter:
         """Re-sign a stuck transaction's pack at the same nonce with fees raised by at least 12.5%."""
         with self.engine.connect() as conn:
             pack = order_for_gas(outbox.answers_by_id(conn, stuck.answer_ids))
-        calldata = submit_calldata(pack, compact=self.config.policy.compact_signatures)
+            job = jobs.get(conn, stuck.job_id) if stuck.job_id is not None else None
+        if job is not None:
+            calldata = job.calldata
+        else:
+            calldata = submit_calldata(pack, compact=self.config.policy.compact_signatures)
         fees = stuck.fees.bumped(at_least=self.relayer.suggest_fees())
         gas = stuck.gas_limit or self.relayer.estimate_gas(calldata)
         signed = self.relayer.sign(calldata, stuck.nonce, gas, fees)
         ids = [a.id for a in pack]
         with self.engine.begin() as conn:
-            outbox.record_transaction(conn, self.chain_id, signed, ids, replaces=stuck.tx_hash)
+            outbox.record_transaction(conn, self.chain_id, signed, ids, replaces=stuck.tx_hash,
+                                      job_id=stuck.job_id)
+            if job is not None:
+                jobs.mark_sent(conn, job.id, signed.tx_hash)
         outcome, message = self.relayer.broadcast(signed.raw)
         log.warning("replaced stuck %s with %s (nonce %d, max fee %d): %s", stuck.tx_hash,
                     signed.tx_hash, stuck.nonce, fees.price_cap, message)
@@ -265,9 +286,14 @@ class Submitter:
         with self.engine.begin() as conn:
             outbox.set_transaction_status(conn, [signed.tx_hash], "dropped")
             outbox.repoint(conn, ids, signed.tx_hash, stuck.tx_hash)
+            if job is not None:
+                jobs.mark_sent(conn, job.id, stuck.tx_hash)
 
     def settle(self, tx: outbox.TxRecord, receipt: Receipt, siblings: list[str]) -> None:
         """Write what a mined transaction did to each of its answers."""
+        if tx.job_id is not None:
+            self.finish_job(tx, receipt, siblings)
+            return
         with self.engine.connect() as conn:
             pack = outbox.answers_by_id(conn, tx.answer_ids)
         if receipt.status != 1:
@@ -300,7 +326,76 @@ class Submitter:
         fate = chain_fate(self.relayer, answer)
         if fate is not None and fate.status == "onchain":
             return AnswerOutcome(answer.id, "onchain", fate.block_number, tx_hash=fate.tx_hash)
+        if fate is None and self.relayer.is_settled(answer.batch_id, answer.worker, answer.task_index):
+            # A settlement paid it between the fallback and this pack: one answer, one path.
+            return AnswerOutcome(answer.id, "settled", result.block_number)
         return result
+
+    # ------------------------------------------------------------------ settlement mode
+
+    def release_held(self, scan_all: bool = False) -> None:
+        """Held answers of settlement-mode batches: mark those a settlement paid "settled"; past
+        their hold time, send the rest on the direct path (the safety valve). Settlements are
+        looked up for due batches each time, and for every batch with held answers when
+        `scan_all` (each reconciliation), so receipts show "settled" without waiting."""
+        with self.engine.connect() as conn:
+            held = outbox.held_batches(conn, self.chain_id)
+        if not held:
+            return
+        now = self.relayer.chain_time()
+        for batch_id, first_due in held:
+            due = first_due <= now
+            if not due and not scan_all:
+                continue
+            paid = settled_answers(self.relayer.chain, batch_id)
+            with self.engine.begin() as conn:
+                settled = outbox.mark_settled(conn, self.chain_id, batch_id, paid)
+                released = outbox.release_held(conn, self.chain_id, batch_id, now) if due else 0
+            if settled or released:
+                log.info("batch %d: %d held answers settled, %d past their hold time sent direct",
+                         batch_id, settled, released)
+
+    def send_job(self) -> bool:
+        """Send the oldest queued settle/claim job; True if one was taken (sent or failed)."""
+        with self.engine.connect() as conn:
+            job = jobs.next_queued(conn, self.chain_id)
+        if job is None:
+            return False
+        try:
+            gas = self.relayer.estimate_gas(job.calldata)
+        except PackReverts as exc:
+            log.warning("relayed %s job %d would revert: %s", job.kind, job.id, exc)
+            with self.engine.begin() as conn:
+                jobs.mark_done(conn, job.id, "failed", error=str(exc))
+            return True
+        nonce = self.nonces.take()
+        signed = self.relayer.sign(job.calldata, nonce, gas, self.relayer.suggest_fees())
+        try:
+            with self.engine.begin() as conn:
+                outbox.record_transaction(conn, self.chain_id, signed, [], job_id=job.id)
+                jobs.mark_sent(conn, job.id, signed.tx_hash)
+        except Exception:
+            self.nonces.give_back(nonce)
+            raise
+        self._broadcast_new(signed, [], job_id=job.id)
+        return True
+
+    def finish_job(self, tx: outbox.TxRecord, receipt: Receipt, siblings: list[str]) -> None:
+        """A relayed settle/claim was mined: record it, and mark the answers a settlement paid."""
+        with self.engine.connect() as conn:
+            job = jobs.get(conn, tx.job_id)
+        paid = settled_in_receipt(receipt, self.relayer.escrow, tx.tx_hash) if receipt.status == 1 else {}
+        with self.engine.begin() as conn:
+            outbox.set_transaction_status(conn, [tx.tx_hash], "mined" if receipt.status == 1 else "failed",
+                                          receipt.block_number)
+            outbox.set_transaction_status(conn, siblings, "replaced")
+            if receipt.status == 1:
+                jobs.mark_done(conn, tx.job_id, "mined", block_number=receipt.block_number, tx_hash=tx.tx_hash)
+            else:
+                jobs.mark_done(conn, tx.job_id, "failed", block_number=receipt.block_number, tx_hash=tx.tx_hash,
+                               error="the transaction reverted")
+            if job is not None and job.kind == "settle" and job.batch_id is not None:
+                outbox.mark_settled(conn, self.chain_id, job.batch_id, paid)
 
 
 def open_submitter(database_url: str, rpc_url: str, relayer_key: str, *,

@@ -12,11 +12,12 @@ from kempelen.relay.api.routes import (
     payloads,
     receipts,
     reputation,
+    settlements,
     tasks,
     workers,
 )
 
 api_router = APIRouter()
 for module in (auth, payloads, batches, tasks, leases, answers, receipts, workers, reputation, events,
-               health):
+               settlements, health):
     api_router.include_router(module.router)

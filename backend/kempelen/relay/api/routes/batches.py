@@ -62,7 +62,8 @@ def _own_batch(state, batch_id: int, address: str):
             200: {"content": {"application/x-ndjson": {}}, "description": "one answer per line"}})
 def export_answers(batch_id: BatchIdPath, address: CurrentAddress, state: StateDep,
                    db: SessionDep) -> StreamingResponse:
-    """Every answer of your batch, one JSON object per line, payload base64, with its status."""
+    """Every answer of your batch, one JSON object per line, payload base64, with its status and
+    the worker's signature (what a settlement manifest lists)."""
     _own_batch(state, batch_id, address)
     onchain = lifecycle.onchain_statuses(db, state.chain_id, batch_id)
     sessions, chain_id = state.sessions, state.chain_id
@@ -79,7 +80,8 @@ def export_answers(batch_id: BatchIdPath, address: CurrentAddress, state: StateD
                     "receipt_id": row.receipt_id, "task_index": row.task_index, "worker": row.worker,
                     "payload_cid": row.payload_cid, "payload": base64.b64encode(row.payload).decode(),
                     "status": indexed.status if indexed and row.status == "onchain" else row.status,
-                    "tx_hash": row.tx_hash}) + "\n").encode()
+                    "tx_hash": row.tx_hash, "answer_digest": "0x" + bytes(row.answer_digest).hex(),
+                    "signature": "0x" + bytes(row.signature).hex()}) + "\n").encode()
             if len(rows) < 500:
                 return
             after = rows[-1].id

@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
 from kempelen.protocol.manifest import BatchManifest, ManifestError
+from kempelen.protocol.settlement import SettlementManifest
 from kempelen.relay import repository
 from kempelen.relay.api.deps import CurrentAddress, SessionDep, StateDep
 from kempelen.relay.errors import InvalidContent, PayloadTooLarge
@@ -23,6 +24,7 @@ class Kind(StrEnum):
     task = "task"
     manifest = "manifest"
     reason = "reason"
+    settlement = "settlement"
 
 
 class Upload(BaseModel):
@@ -41,7 +43,8 @@ async def upload(request: Request, uploader: CurrentAddress, state: StateDep, db
                  kind: Annotated[Kind, Query(description="what the bytes are")]) -> Upload:
     """Pin the request body in the relay's store (CID as `ipfs add` gives) and record who sent it.
 
-    A manifest must parse as a Kempelen batch manifest (format kempelen/batch-manifest/1).
+    A manifest must parse as a Kempelen batch manifest (format kempelen/batch-manifest/1), a
+    settlement as a settlement manifest (kempelen/settlement-manifest/1).
     """
     content = await request.body()
     if len(content) > state.settings.max_upload_bytes:
@@ -51,6 +54,11 @@ async def upload(request: Request, uploader: CurrentAddress, state: StateDep, db
             BatchManifest.from_json(content)
         except ManifestError as exc:
             raise InvalidContent(f"not a batch manifest: {exc}", field="body") from None
+    if kind is Kind.settlement:
+        try:
+            SettlementManifest.from_json(content)
+        except ManifestError as exc:
+            raise InvalidContent(f"not a settlement manifest: {exc}", field="body") from None
     cid = str(await run_in_threadpool(state.store.put, content))
     await run_in_threadpool(repository.record_upload, db, cid, uploader, len(content), kind.value, utcnow())
     return Upload(cid=cid, size=len(content), kind=kind)

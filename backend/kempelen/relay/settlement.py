@@ -1,0 +1,168 @@
+"""Settlement mode at the relay: which batches hold their answers off-chain, what settlements paid.
+
+A batch whose manifest declares `"settlement": {"fallbackAt": t}` is paid by its requester's
+signed settlements (docs/settlement.md). Its answers are stored "held": the submitter must not
+put them on-chain with submitAnswers while the requester may still settle them (`settle` would
+revert with SettlementAnsweredDirectly). At the fallback time the submitter marks the answers a
+settlement paid "settled" and sends the rest on the direct path: the safety valve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from eth_abi import encode as abi_encode
+from eth_utils import keccak, to_checksum_address
+
+from kempelen.chain.contracts import Chain
+from kempelen.errors import InvalidCID
+from kempelen.ipfs.errors import ContentError
+from kempelen.ipfs.store import ContentStore
+from kempelen.protocol.cid import CID
+from kempelen.protocol.manifest import BatchManifest, ManifestError
+from kempelen.protocol.settlement import settled_words_of_event
+from kempelen.protocol.signing import Settlement
+from kempelen.relay.batches import BatchCatalog, BatchInfo
+from kempelen.relay.errors import ChainUnavailable
+from kempelen.relay.receipts import escrow_decoder
+
+log = logging.getLogger("kempelen.relay.settlement")
+
+SETTLE_SIGNATURE = "settle((uint64,uint32,bytes32,uint256,bytes,(address,uint32,uint256)[]),bytes)"
+CLAIM_MANY_SIGNATURE = "claimMany((uint64,address,uint256,bytes32[])[])"
+
+
+class SettlementModes:
+    """Per batch: the unix time until which its answers are held, or None (the direct path).
+
+    Read once per batch and process from its manifest (content-addressed, so it never changes).
+    A batch whose manifest this relay cannot read is treated as a direct batch: its requester
+    pinned the manifest elsewhere, so it did not ask this relay to hold anything.
+    """
+
+    def __init__(self, catalog: BatchCatalog, store: ContentStore, margin_seconds: int) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.margin = margin_seconds
+        self._fallback: dict[int, int | None] = {}
+
+    def fallback_at(self, batch_id: int) -> int | None:
+        """The manifest's fallbackAt (blocking: a log query and a store read the first time)."""
+        if batch_id not in self._fallback:
+            cid = self.catalog.manifest_cid(batch_id)  # ChainUnavailable propagates: never guess
+            self._fallback[batch_id] = _manifest_fallback(self.store, cid)
+        return self._fallback[batch_id]
+
+    async def hold_until(self, batch: BatchInfo) -> int | None:
+        """Until when a new answer of `batch` is held: the fallback time, but never later than
+        `margin` before the deadline (the direct path needs time before it); None: do not hold."""
+        if batch.batch_id in self._fallback:
+            fallback = self._fallback[batch.batch_id]
+        else:
+            fallback = await asyncio.to_thread(self.fallback_at, batch.batch_id)
+        if fallback is None:
+            return None
+        until = min(fallback, batch.deadline - self.margin)
+        return until if until > self.catalog.now() else None
+
+
+def _manifest_fallback(store: ContentStore, cid: str | None) -> int | None:
+    if cid is None:
+        return None
+    try:
+        return BatchManifest.from_json(store.get(cid)).settlement_fallback_at
+    except ContentError:
+        return None
+    except (ManifestError, InvalidCID) as exc:
+        log.warning("manifest %s is not a valid batch manifest (%s): direct path", cid, exc)
+        return None
+
+
+@dataclass(frozen=True)
+class SettledAnswer:
+    block_number: int
+    tx_hash: str
+
+
+def settled_answers(chain: Chain, batch_id: int, from_block: int | None = None) -> dict[tuple[str, int], SettledAnswer]:
+    """Every answer settlements of the batch paid, (worker lower-case, task) -> where, from the
+    escrow's AnswersSettled events."""
+    event = chain.escrow.events.AnswersSettled()
+    try:
+        logs = chain.w3.eth.get_logs({
+            "address": chain.escrow.address, "topics": [event.topic, "0x" + batch_id.to_bytes(32, "big").hex()],
+            "fromBlock": chain.deployment.deploy_block if from_block is None else from_block,
+            "toBlock": "latest",
+        })
+    except Exception as exc:  # noqa: BLE001  (any RPC failure means "ask later")
+        raise ChainUnavailable(f"cannot read the settlements of batch {batch_id} ({type(exc).__name__})") from None
+    paid: dict[tuple[str, int], SettledAnswer] = {}
+    for raw in logs:
+        decoded = event.process_log(raw)
+        where = SettledAnswer(raw["blockNumber"], "0x" + bytes(raw["transactionHash"]).hex())
+        for word in settled_words_of_event(decoded.args.settled):
+            for task_index in word.task_indexes():
+                paid[(word.worker.lower(), task_index)] = where
+    return paid
+
+
+def settled_in_receipt(receipt, escrow: str, tx_hash: str) -> dict[tuple[str, int], SettledAnswer]:
+    """The answers a mined settle transaction paid, from its AnswersSettled event (raw logs)."""
+    paid: dict[tuple[str, int], SettledAnswer] = {}
+    for event in escrow_decoder().decode_all(receipt.logs):
+        if event.address.lower() != escrow.lower() or event.name != "AnswersSettled":
+            continue
+        for word in settled_words_of_event(event.args["settled"]):
+            for task_index in word.task_indexes():
+                paid[(word.worker.lower(), task_index)] = SettledAnswer(receipt.block_number, tx_hash)
+    return paid
+
+
+@dataclass(frozen=True)
+class PostedSettlement:
+    """The latest SettlementPosted of a batch."""
+
+    batch_id: int
+    sequence: int
+    root: bytes
+    cumulative_total: int
+    manifest_cid: str | None  # None when the bytes posted name no CID
+    block_number: int
+    tx_hash: str
+
+
+def latest_settlement(chain: Chain, batch_id: int) -> PostedSettlement | None:
+    event = chain.escrow.events.SettlementPosted()
+    try:
+        logs = chain.w3.eth.get_logs({
+            "address": chain.escrow.address, "topics": [event.topic, "0x" + batch_id.to_bytes(32, "big").hex()],
+            "fromBlock": chain.deployment.deploy_block, "toBlock": "latest",
+        })
+    except Exception as exc:  # noqa: BLE001
+        raise ChainUnavailable(f"cannot read the settlements of batch {batch_id} ({type(exc).__name__})") from None
+    if not logs:
+        return None
+    raw = logs[-1]
+    args = event.process_log(raw).args
+    try:
+        cid = str(CID.from_bytes(bytes(args.manifestCid)))
+    except InvalidCID:
+        cid = None
+    return PostedSettlement(batch_id, args.sequence, bytes(args.root), args.cumulativeTotal, cid,
+                            raw["blockNumber"], "0x" + bytes(raw["transactionHash"]).hex())
+
+
+def settle_calldata(settlement: Settlement, signature: bytes) -> bytes:
+    """ABI-encoded `settle(settlement, signature)`."""
+    body = abi_encode(["(uint64,uint32,bytes32,uint256,bytes,(address,uint32,uint256)[])", "bytes"],
+                      [settlement.as_tuple(), signature])
+    return keccak(text=SETTLE_SIGNATURE)[:4] + body
+
+
+def claim_many_calldata(claims: list[tuple[int, str, int, list[bytes]]]) -> bytes:
+    """ABI-encoded `claimMany(claims)`; each claim is (batch id, worker, cumulative, proof)."""
+    values = [(batch_id, to_checksum_address(worker), cumulative, list(proof))
+              for batch_id, worker, cumulative, proof in claims]
+    return keccak(text=CLAIM_MANY_SIGNATURE)[:4] + abi_encode(["(uint64,address,uint256,bytes32[])[]"], [values])

@@ -1,0 +1,223 @@
+"""Settlement mode at the relay: held answers, POST /settlements and /claims with their refusals,
+relayed transactions sent by the submitter (real anvil, SQLite and PostgreSQL, the real store)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import replace
+
+import pytest
+from relay_helpers import ETH, create_batch, login, relay_client, signed_answer
+from sqlalchemy import select
+
+from kempelen.db import make_engine
+from kempelen.ipfs.store import ContentStore
+from kempelen.ipfs.unixfs import file_cid
+from kempelen.protocol.cid import CID
+from kempelen.protocol.manifest import BatchManifest, ManifestError, canonical_json
+from kempelen.protocol.settlement import ManifestAnswer, build_settlement, claim_for
+from kempelen.protocol.signing import address_of, sign
+from kempelen.relay.models import RelayAnswer
+from kempelen.relay.packing import PackingPolicy
+from kempelen.relay.relayer import Relayer
+from kempelen.relay.submitter import Submitter, SubmitterConfig
+
+RELAYER = 8
+REWARD, FEE = 10**12, 10**11
+
+
+@pytest.fixture
+def snapshot(chain):
+    """Undo the test's chain changes (balances, batches, time) for the tests after it."""
+    snap = chain.w3.provider.make_request("evm_snapshot", [])["result"]
+    yield
+    chain.w3.provider.make_request("evm_revert", [snap])
+
+
+@pytest.fixture
+def relay(chain, keys, database_url, tmp_path, snapshot):
+    with relay_client(chain, database_url, tmp_path / "store", answers_burst=1000,
+                      relayer_key=keys[RELAYER]) as client:
+        yield client
+
+
+@pytest.fixture
+def submitter(chain, keys, database_url):
+    engine = make_engine(database_url)
+    config = SubmitterConfig(policy=PackingPolicy(flush_after=0.0), idle_sleep=0.01, hold_check_every=0.0)
+    yield Submitter(engine, Relayer(chain, keys[RELAYER]), config)
+    engine.dispose()
+
+
+def settlement_batch(chain, keys, store_dir, *, fallback_in: int, task_count: int = 4) -> int:
+    now = chain.w3.eth.get_block("latest")["timestamp"]
+    store = ContentStore(store_dir)
+    cids = tuple(str(store.put(f'{{"n":{i}}}'.encode())) for i in range(task_count))
+    manifest = BatchManifest(title="settled", task_cids=cids, settlement_fallback_at=now + fallback_in)
+    return create_batch(chain, keys[1], task_count=task_count, manifest_cid=str(store.put(manifest.to_json())),
+                        reward=REWARD, relay_fee=FEE)
+
+
+def rows(database_url) -> dict:
+    with make_engine(database_url).connect() as conn:
+        found = conn.execute(select(RelayAnswer.__table__).order_by(RelayAnswer.id)).all()
+    return {(r.batch_id, r.worker, r.task_index): r for r in found}
+
+
+def run(submitter, until, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not until():
+        assert time.monotonic() < deadline, "the submitter did not get there"
+        submitter.step()
+        time.sleep(0.02)
+
+
+def held_answers(relay, headers, batch_id) -> list[ManifestAnswer]:
+    lines = relay.get(f"/batches/{batch_id}/answers", headers=headers).text.splitlines()
+    return [ManifestAnswer(a["worker"], a["task_index"], bytes.fromhex(a["answer_digest"][2:]),
+                           bytes.fromhex(a["signature"][2:]))
+            for a in map(json.loads, lines) if a["status"] == "held"]
+
+
+def settlement_body(chain, key, batch_id, answers, previous=None, store_dir=None, upload=True, relay=None,
+                    headers=None) -> dict:
+    settlement, manifest = build_settlement(previous, answers, domain=chain.domain, batch_id=batch_id,
+                                            token=ETH, reward=REWARD, cid_of=file_cid)
+    if upload:
+        reply = relay.post("/payloads?kind=settlement", content=manifest.to_json(), headers=headers)
+        assert reply.status_code == 201, reply.text
+        assert reply.json()["cid"] == str(CID.from_bytes(settlement.manifest_cid))
+    return {"batch_id": batch_id, "sequence": settlement.sequence, "root": "0x" + settlement.root.hex(),
+            "cumulative_total": str(settlement.cumulative_total),
+            "manifest_cid": str(CID.from_bytes(settlement.manifest_cid)),
+            "settled": [{"worker": w.worker, "word_index": w.word_index, "bits": str(w.bits)} for w in settlement.settled],
+            "signature": "0x" + sign(chain.domain.digest(settlement.struct_hash()), key).hex(),
+            "_manifest": manifest}
+
+
+def test_manifest_field_is_optional_and_checked():
+    plain = BatchManifest(title="t", task_cids=(str(file_cid(b"x")),))
+    assert b"settlement" not in plain.to_json()
+    assert BatchManifest.from_json(plain.to_json()) == plain
+    held = BatchManifest(title="t", task_cids=plain.task_cids, settlement_fallback_at=1_800_000_000)
+    assert json.loads(held.to_json())["settlement"] == {"fallbackAt": 1_800_000_000}
+    assert BatchManifest.from_json(held.to_json()) == held
+    document = json.loads(held.to_json())
+    for bad in ({"fallbackAt": "soon"}, {"fallbackAt": 0}, {"fallbackAt": True}, {"at": 5}, [1]):
+        document["settlement"] = bad
+        with pytest.raises(ManifestError, match="settlement"):
+            BatchManifest.from_json(canonical_json(document))
+
+
+def test_held_answers_wait_for_a_settlement_the_relay_posts(relay, submitter, chain, keys, database_url, tmp_path):
+    settled_id = settlement_batch(chain, keys, tmp_path / "store", fallback_in=86400)
+    direct_id = create_batch(chain, keys[1], task_count=2, reward=REWARD, relay_fee=FEE)
+    for task in range(3):
+        assert relay.post("/answers", json=signed_answer(chain, keys[2], settled_id, task, b"yes")).json()["status"] == "held"
+    assert relay.post("/answers", json=signed_answer(chain, keys[3], settled_id, 0, b"no")).status_code == 202
+    assert relay.post("/answers", json=signed_answer(chain, keys[2], direct_id, 0, b"yes")).json()["status"] == "accepted"
+
+    run(submitter, lambda: rows(database_url)[(direct_id, address_of(keys[2]), 0)].status == "onchain")
+    for _ in range(5):
+        submitter.step()
+    held = [r for r in rows(database_url).values() if r.batch_id == settled_id]
+    assert {r.status for r in held} == {"held"} and all(r.hold_until for r in held)
+    assert chain.escrow.functions.answerStatus(settled_id, address_of(keys[2]), 0).call()[0] == 0  # None
+
+    requester = login(relay, keys[1], chain.chain_id)
+    answers = held_answers(relay, requester, settled_id)
+    assert len(answers) == 4
+    stranger = settlement_body(chain, keys[4], settled_id, answers[:2], relay=relay, headers=requester)
+    stranger.pop("_manifest")
+    reply = relay.post("/settlements", json=stranger)
+    assert reply.status_code == 401 and reply.json()["recovered"] == address_of(keys[4])
+
+    unstored = settlement_body(chain, keys[1], settled_id, answers[:1], upload=False)
+    unstored.pop("_manifest")
+    reply = relay.post("/settlements", json=unstored)
+    assert reply.status_code == 422 and "not stored at this relay" in reply.json()["detail"]
+
+    body = settlement_body(chain, keys[1], settled_id, answers[:3], relay=relay, headers=requester)
+    first = body.pop("_manifest")
+    relayer = address_of(keys[RELAYER])
+    before = chain.escrow.functions.balanceOf(ETH, relayer).call()
+    reply = relay.post("/settlements", json=body)
+    assert reply.status_code == 202, reply.text
+    job_id = reply.json()["job_id"]
+    run(submitter, lambda: relay.get(f"/jobs/{job_id}").json()["status"] == "mined")
+    assert chain.escrow.functions.balanceOf(ETH, relayer).call() - before == 3 * FEE  # the relay earned the fees
+    statuses = {(w, t): r.status for (b, w, t), r in rows(database_url).items() if b == settled_id}
+    assert sorted(statuses.values()) == ["held", "settled", "settled", "settled"]
+    again = relay.post("/settlements", json=body).json()  # the chain has moved on
+    assert again["error"] == "invalid_content" and "sequence 1 is not above the previous manifest's 1" in again["detail"]
+
+    latest = relay.get(f"/settlements/{settled_id}", params={"worker": address_of(keys[2])}).json()
+    assert latest["sequence"] == 1 and latest["manifest_cid"] == body["manifest_cid"]
+    worker = login(relay, keys[2], chain.chain_id)
+    cumulative, proof = claim_for(first, address_of(keys[2]))
+    assert latest["earnings"] == {"worker": address_of(keys[2]), "settled": str(cumulative), "claimed": "0"}
+    wrong = {"claims": [{"batch_id": settled_id, "cumulative": str(cumulative + REWARD),
+                         "proof": ["0x" + p.hex() for p in proof]}]}
+    assert relay.post("/claims", json=wrong).status_code == 401  # signed-in workers only
+    reply = relay.post("/claims", json=wrong, headers=worker)
+    assert reply.status_code == 409 and "SettlementInvalidProof" in reply.json()["detail"]
+    good = {"claims": [{"batch_id": settled_id, "cumulative": str(cumulative), "proof": ["0x" + p.hex() for p in proof]}]}
+    job_id = relay.post("/claims", json=good, headers=worker).json()["job_id"]
+    run(submitter, lambda: relay.get(f"/jobs/{job_id}").json()["status"] == "mined")
+    assert chain.escrow.functions.balanceOf(ETH, address_of(keys[2])).call() >= cumulative
+    assert chain.escrow.functions.earningsOf(settled_id, address_of(keys[2])).call() == [cumulative, cumulative]
+    assert relay.get("/jobs/999999").status_code == 404
+
+
+def test_a_settlement_that_would_revert_is_refused_before_it_is_queued(relay, chain, keys, tmp_path):
+    batch_id = settlement_batch(chain, keys, tmp_path / "store", fallback_in=86400)
+    for task in range(2):
+        relay.post("/answers", json=signed_answer(chain, keys[2], batch_id, task, b"x"))
+    requester = login(relay, keys[1], chain.chain_id)
+    answers = held_answers(relay, requester, batch_id)
+    # Someone puts task 1 on-chain directly: settling it too would revert (one answer, one path).
+    from kempelen.sdk.answers import submit_direct
+    from kempelen.sdk.keys import Signer
+
+    row = next(a for a in map(json.loads, relay.get(f"/batches/{batch_id}/answers", headers=requester).text.splitlines())
+               if a["task_index"] == 1)
+    signed = type("Signed", (), {"answer": answers[1].answer(batch_id), "signature": answers[1].signature,
+                                 "payload": base64.b64decode(row["payload"])})()
+    submit_direct(chain, Signer(keys[9]), [signed])
+    body = settlement_body(chain, keys[1], batch_id, answers, relay=relay, headers=requester)
+    body.pop("_manifest")
+    reply = relay.post("/settlements", json=body)
+    assert reply.status_code == 409
+    assert reply.json()["error"] == "refused_by_escrow" and "SettlementAnsweredDirectly" in reply.json()["detail"]
+
+
+def test_tampered_manifest_and_missing_relayer_are_refused(chain, keys, database_url, tmp_path, snapshot):
+    batch_id = settlement_batch(chain, keys, tmp_path / "store", fallback_in=86400)
+    with relay_client(chain, database_url, tmp_path / "store", answers_burst=1000) as relay:  # no relayer key
+        relay.post("/answers", json=signed_answer(chain, keys[2], batch_id, 0, b"x"))
+        requester = login(relay, keys[1], chain.chain_id)
+        answers = held_answers(relay, requester, batch_id)
+        body = settlement_body(chain, keys[1], batch_id, answers, relay=relay, headers=requester)
+        manifest = body.pop("_manifest")
+        reply = relay.post("/settlements", json=body)
+        assert reply.status_code == 403 and reply.json()["error"] == "no_relayer"
+
+        # A manifest that pays 2 rewards for 1 answer is still a well-formed upload ...
+        document = json.loads(manifest.to_json())
+        document["earnings"] = {k: str(2 * REWARD) for k in document["earnings"]}
+        document["cumulativeTotal"] = str(2 * REWARD)
+        reply = relay.post("/payloads?kind=settlement", content=canonical_json(document), headers=requester)
+        assert reply.status_code == 201
+        reply = relay.post("/payloads?kind=settlement", content=b'{"format": "nope"}', headers=requester)
+        assert reply.status_code == 422 and "not a settlement manifest" in reply.json()["detail"]
+    with relay_client(chain, database_url, tmp_path / "store", relayer_key=keys[RELAYER]) as relay:
+        # ... but a settlement the requester signs over it does not verify, and is not posted.
+        tampered_cid = file_cid(canonical_json(document))
+        signed = replace(manifest.settlement(body["manifest_cid"]), manifest_cid=tampered_cid.to_bytes())
+        tampered = {**body, "manifest_cid": str(tampered_cid),
+                    "signature": "0x" + sign(chain.domain.digest(signed.struct_hash()), keys[1]).hex()}
+        reply = relay.post("/settlements", json=tampered)
+        assert reply.status_code == 422 and "does not verify" in reply.json()["detail"]
+        assert any("earnings of" in p for p in reply.json()["problems"])
