@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 from eth_account import Account
@@ -18,7 +19,6 @@ from kempelen.protocol.cid import CID
 from kempelen.protocol.signing import answer_digest
 from kempelen.sdk.answers import SignedAnswer
 from kempelen.sdk.keys import Signer
-
 
 RATE_LIMIT_RETRIES = 5
 
@@ -34,7 +34,7 @@ class RelayError(KempelenError):
 def siwe_text(domain: str, address: str, uri: str, chain_id: int, nonce: str, issued_at: datetime,
               statement: str = "Sign in to the Kempelen relay.") -> str:
     """An EIP-4361 message, exactly as the wallet signs it."""
-    stamp = issued_at.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    stamp = issued_at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     return (f"{domain} wants you to sign in with your Ethereum account:\n{address}\n\n{statement}\n\n"
             f"URI: {uri}\nVersion: 1\nChain ID: {chain_id}\nNonce: {nonce}\nIssued At: {stamp}")
 
@@ -82,7 +82,7 @@ class RelayClient:
             raise KempelenError("signing in to the relay needs a key")
         offer = self._call("POST", "/auth/nonce").json()
         text = siwe_text(offer["domain"], self.signer.address, self.base_url, offer["chain_id"],
-                         offer["nonce"], datetime.now(timezone.utc))
+                         offer["nonce"], datetime.now(UTC))
         signed = Account.sign_message(encode_defunct(text=text), self.signer.private_key)
         session = self._call("POST", "/auth/login",
                              json={"message": text, "signature": "0x" + bytes(signed.signature).hex()}).json()
@@ -103,6 +103,51 @@ class RelayClient:
 
     def batch(self, batch_id: int) -> dict:
         return self._call("GET", f"/batches/{batch_id}").json()
+
+    def signed_answers(self, batch_id: int) -> list[dict]:
+        """Every answer of your batch at this relay, with status, payload and worker signature."""
+        self._authed()
+        response = self._call("GET", f"/batches/{batch_id}/answers")
+        return [json.loads(line) for line in response.text.splitlines() if line.strip()]
+
+    # -- settlements (docs/settlement.md) ------------------------------------------------------
+
+    def post_settlement(self, body: dict) -> dict:
+        """Queue a signed settlement for the relay to post; returns its job ({"job_id", ...})."""
+        return self._call("POST", "/settlements", ok=(202,), json=body).json()
+
+    def settlement(self, batch_id: int, worker: str | None = None) -> dict | None:
+        """The batch's latest settlement (with `worker`'s settled/claimed amounts), or None."""
+        try:
+            return self._call("GET", f"/settlements/{batch_id}",
+                              params={"worker": worker} if worker else None).json()
+        except RelayError as exc:
+            if exc.status == 404 and exc.code == "not_found":
+                return None
+            raise
+
+    def post_claims(self, claims: list[dict]) -> dict:
+        """Queue claimMany of the signed-in worker's earnings; returns its job."""
+        self._authed()
+        return self._call("POST", "/claims", ok=(202,), json={"claims": claims}).json()
+
+    def job(self, job_id: int) -> dict:
+        return self._call("GET", f"/jobs/{job_id}").json()
+
+    def wait_job(self, job_id: int, timeout: float = 120) -> dict:
+        """Poll a relayed transaction until it is mined or failed; raises RelayError on failure."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if job["status"] == "mined":
+                return job
+            if job["status"] == "failed":
+                raise RelayError(200, "job_failed", f"the relay's {job['kind']} transaction failed: {job['error']}",
+                                 job)
+            if time.monotonic() > deadline:
+                raise KempelenError(f"the relay has not sent job {job_id} within {timeout:.0f}s "
+                                    f"(status {job['status']}): is its submitter running?")
+            time.sleep(0.2)
 
     # -- workers -----------------------------------------------------------------------------
 

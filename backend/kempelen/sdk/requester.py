@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 from eth_account import Account
 from eth_utils import keccak, to_checksum_address
@@ -23,10 +23,13 @@ from kempelen.errors import KempelenError
 from kempelen.protocol.cid import CID
 from kempelen.protocol.manifest import BatchManifest, canonical_json
 from kempelen.protocol.signing import permit_typed_data
+from kempelen.sdk import settlement
 from kempelen.sdk.amounts import to_base_units
 from kempelen.sdk.history import AnswerRecord, batch_answers
 from kempelen.sdk.keys import Signer
 from kempelen.sdk.pinning import Pinner
+from kempelen.sdk.relay_client import RelayClient
+from kempelen.sdk.settlement import PostedSettlement, SettlementCandidate
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -95,14 +98,21 @@ class Requester:
         labels: Sequence[str] = (),
         assignment_seconds: int = 600,
         gold: Sequence[dict] | None = None,
+        settlement_fallback: int | None = None,
         progress: Progress | None = None,
     ) -> FundedBatch:
         """Pin every task payload and the manifest, fund the escrow, return the new batch.
 
         deadline and review_window are durations in seconds (deadline counted from now).
+        settlement_fallback (seconds from now, before the deadline) makes it a settlement-mode
+        batch: relays hold its answers for `settle` until then, and put the answers no settlement
+        paid on the direct path after it (docs/settlement.md).
         """
         if not tasks:
             raise BatchError("a batch needs at least one task")
+        if settlement_fallback is not None and not 0 < settlement_fallback < deadline:
+            raise BatchError("the settlement fallback must come after now and before the deadline "
+                             f"({settlement_fallback}s is not within 0..{deadline}s)")
         if not 1 <= answers_per_task <= 255:
             raise BatchError("answers per task must be between 1 and 255")
         token_address = self.chain.token_address(token)
@@ -118,8 +128,10 @@ class Requester:
             task_cids.append(str(self.pinner.pin(payload)))
             if progress:
                 progress(done, len(tasks))
+        now = self._now()
         manifest = BatchManifest(title=title, task_cids=tuple(task_cids), instructions=instructions,
-                                 assignment_seconds=assignment_seconds, labels=tuple(labels))
+                                 assignment_seconds=assignment_seconds, labels=tuple(labels),
+                                 settlement_fallback_at=now + settlement_fallback if settlement_fallback else None)
         manifest_cid = self.pinner.pin(manifest.to_json(), kind="manifest")
 
         gold_cid = gold_salt = None
@@ -132,7 +144,7 @@ class Requester:
 
         deposit = len(tasks) * answers_per_task * (reward_units + fee_units)
         terms = (token_address, len(tasks), answers_per_task, reward_units, fee_units,
-                 self._now() + deadline, review_window, min_reputation,
+                 now + deadline, review_window, min_reputation,
                  commitment, manifest_cid.to_bytes())
         receipt = self._fund(terms, token_address, deposit)
         (created,) = self.chain.escrow.events.BatchCreated().process_receipt(receipt, errors=DISCARD)
@@ -253,6 +265,23 @@ class Requester:
         call = self.chain.escrow.functions.revealGold(
             batch.batch_id, CID.parse(batch.gold_cid).to_bytes(), bytes.fromhex(batch.gold_salt[2:]))
         return self.chain.transact(self.signer.private_key, call).transactionHash.hex()
+
+    # -- settlement (docs/settlement.md) -----------------------------------------------------
+
+    def settle(self, batch_id: int, answers: Iterable | None = None, *,
+               approve: Callable[[SettlementCandidate], bool] | None = None, via_relay: bool = False,
+               relay: RelayClient | None = None, progress: Callable[[str], None] | None = None) -> PostedSettlement:
+        """Pay held answers of a settlement-mode batch with one signed settlement.
+
+        Pulls the signed answers the relay holds (not settled, not on the direct path); pays
+        `answers` ((worker, task) pairs, each must be such an answer) or else every one `approve`
+        accepts (default: all); builds and pins the manifest, signs it, and posts it with a
+        transaction from this key (or, `via_relay`, has the relay post it and earn the relay
+        fees). The relay is `relay` or the RelayPinner's. Raises SettlementError before any
+        transaction if the escrow would refuse it.
+        """
+        return settlement.settle(self, batch_id, answers=answers, approve=approve, via_relay=via_relay,
+                                 relay=relay, progress=progress)
 
     # -- state -------------------------------------------------------------------------------
 

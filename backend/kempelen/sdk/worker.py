@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kempelen.chain.contracts import Chain
 from kempelen.errors import KempelenError
 from kempelen.protocol.signing import Domain, Withdrawal, sign
+from kempelen.sdk import settlement
 from kempelen.sdk.answers import SignedAnswer, sign_answer
 from kempelen.sdk.keys import Signer
 from kempelen.sdk.relay_client import RelayClient
+from kempelen.sdk.settlement import ClaimResult
 
 FINAL_STATUSES = {"skipped", "rejected", "paid", "approved", "released"}
 
@@ -78,6 +81,18 @@ class Worker:
 
     def earnings(self) -> dict:
         return self.relay.earnings(self.address)
+
+    def claim(self, batch_ids: Iterable[int] | None = None, via_relay: bool = False,
+              sender: Signer | None = None) -> ClaimResult:
+        """Claim this worker's settled earnings (docs/settlement.md) in one claimMany: per batch,
+        the leaf of its latest settlement minus what was claimed, proved against its root.
+
+        Batches default to every settled one (from the chain's settlements, or without a chain
+        from the relay's receipts). The transaction is the worker's own (needs gas and chain=),
+        `sender`'s, or `via_relay` the relay's (claims only ever credit the worker, so anyone may
+        send them). The money lands in the escrow balance: withdraw it after.
+        """
+        return settlement.claim(self, batch_ids, via_relay=via_relay, sender=sender)
 
     def withdraw(self, token: str = "ETH", relayer: Signer | None = None) -> int:
         """Pay out the whole balance in `token` to this worker. With `relayer`, the worker only
