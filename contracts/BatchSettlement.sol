@@ -82,8 +82,8 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
         uint64 batchId = settlement.batchId;
         SettleTerms memory terms = _batchTerms(batchId);
         _checkHeader(settlement, terms);
-        uint256 answers = _settleWords(terms, batchId, settlement.settled);
-        address signer = _recover(settlementHash(settlement), signature);
+        (uint256 answers, bytes32 settledHash) = _settleWords(terms, batchId, settlement.settled);
+        address signer = _recover(_hashTypedDataV4(_settlementStructHash(settlement, settledHash)), signature);
         if (signer != terms.requester) revert SettlementInvalidSigner(batchId, terms.requester, signer);
         _book(settlement, terms, answers);
     }
@@ -131,18 +131,21 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
         );
     }
 
-    /// Marks every entry's answers settled and counts them per worker; returns how many answers.
+    /// Marks every entry's answers settled and counts them per worker; returns how many answers
+    /// and the EIP-712 hash of the entries (hashed here, in the same pass over the calldata).
     function _settleWords(SettleTerms memory terms, uint64 batchId, SettledWord[] calldata settled)
         private
-        returns (uint256)
+        returns (uint256, bytes32)
     {
         SettleRun memory run;
         run.batchId = batchId;
         run.taskCount = terms.taskCount;
         run.answeredDirectly = terms.answeredDirectly;
         uint256 count = settled.length;
+        bytes32[] memory entryHashes = new bytes32[](count);
         for (uint256 i; i < count;) {
             (address worker, uint256 wordIndex, uint256 bits) = _entryAt(settled, i);
+            entryHashes[i] = _entryHash(worker, wordIndex, bits);
             _checkEntry(run, i, worker, wordIndex, bits);
             if (worker != run.worker) _openWorker(run, worker);
             _settleEntry(run, worker, wordIndex, bits);
@@ -151,7 +154,7 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
             }
         }
         _closeWorker(run);
-        return run.answers;
+        return (run.answers, _hashEntries(entryHashes));
     }
 
     /// Order, worker, task range, and no answer already pending or paid on the direct path.
@@ -245,8 +248,7 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
     {
         bytes32 root = _roots[batchId];
         if (root == 0) revert SettlementNoRoot(batchId);
-        bytes32 leaf = keccak256(bytes.concat(keccak256(abi.encode(worker, cumulative))));
-        if (!MerkleProof.verifyCalldata(proof, root, leaf)) revert SettlementInvalidProof(batchId, worker, cumulative);
+        if (!MerkleProof.verifyCalldata(proof, root, _earningsLeaf(worker, cumulative))) revert SettlementInvalidProof(batchId, worker, cumulative);
         (address token, uint256 reward) = _claimTerms(batchId);
         if (cumulative % reward != 0) revert SettlementUnevenAmount(batchId, cumulative, reward);
         amount = _markClaimed(batchId, worker, cumulative, reward);
@@ -306,11 +308,14 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
                 ++i;
             }
         }
-        bytes32 settledHash;
+        return _hashTypedDataV4(_settlementStructHash(settlement, _hashEntries(entryHashes)));
+    }
+
+    /// keccak256 of the entries' struct hashes, concatenated (EIP-712 encoding of an array).
+    function _hashEntries(bytes32[] memory entryHashes) private pure returns (bytes32 hash) {
         assembly ("memory-safe") {
-            settledHash := keccak256(add(entryHashes, 0x20), shl(5, count))
+            hash := keccak256(add(entryHashes, 0x20), shl(5, mload(entryHashes)))
         }
-        return _hashTypedDataV4(_settlementStructHash(settlement, settledHash));
     }
 
     // ---------------------------------------------------------------- internals for the escrow
@@ -339,6 +344,17 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
     }
 
     // ---------------------------------------------------------------- internals: encoding
+
+    /// The StandardMerkleTree leaf of (worker, cumulative): keccak256(bytes.concat(keccak256(
+    /// abi.encode(worker, cumulative)))), hashed in scratch space.
+    function _earningsLeaf(address worker, uint256 cumulative) private pure returns (bytes32 leaf) {
+        assembly ("memory-safe") {
+            mstore(0x00, worker)
+            mstore(0x20, cumulative)
+            mstore(0x00, keccak256(0x00, 0x40))
+            leaf := keccak256(0x00, 0x20)
+        }
+    }
 
     function _settlementStructHash(Settlement calldata settlement, bytes32 settledHash) private pure returns (bytes32) {
         return keccak256(
@@ -409,16 +425,18 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
         }
     }
 
-    /// Set bits of x (SWAR popcount over 64-bit lanes; x < 2^192 here, any x works).
-    function _popcount(uint256 x) private pure returns (uint256 count) {
+    /// Set bits of x (SWAR popcount over the whole word: per-byte counts, then their sum in the
+    /// top byte by one multiplication, which holds while the count is below 256; x < 2^192 here).
+    function _popcount(uint256 x) private pure returns (uint256) {
         unchecked {
-            for (uint256 lane; lane < 4; ++lane) {
-                uint256 v = (x >> (lane * 64)) & type(uint64).max;
-                v = v - ((v >> 1) & 0x5555555555555555);
-                v = (v & 0x3333333333333333) + ((v >> 2) & 0x3333333333333333);
-                v = (v + (v >> 4)) & 0x0f0f0f0f0f0f0f0f;
-                count += ((v * 0x0101010101010101) & type(uint64).max) >> 56;
-            }
+            uint256 m1 = 0x5555555555555555555555555555555555555555555555555555555555555555;
+            uint256 m2 = 0x3333333333333333333333333333333333333333333333333333333333333333;
+            uint256 m4 = 0x0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f;
+            uint256 h01 = 0x0101010101010101010101010101010101010101010101010101010101010101;
+            x -= (x >> 1) & m1;
+            x = (x & m2) + ((x >> 2) & m2);
+            x = (x + (x >> 4)) & m4;
+            return (x * h01) >> 248;
         }
     }
 

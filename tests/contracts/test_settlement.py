@@ -94,6 +94,22 @@ def test_settle_moves_rewards_to_the_pool_and_fees_to_the_poster(env):
     assert _invariant(d, requester, [batch_id]) == 5 * REWARD
 
 
+@pytest.mark.parametrize("tasks", [
+    range(192),  # a full 192-task word (every bit below the counts)
+    range(0, 400, 2),  # half of every word
+    [191, 192, 383, 384, 399],  # the edges of each word
+    range(100, 300, 7),
+])
+def test_settled_count_is_the_number_of_bits(env, tasks):
+    """Each settled word counts its set bits (the worker's settled answers, in word 0's count)."""
+    d, requester, batch_id, book = env
+    w = d.workers[3]
+    tasks = list(tasks)
+    tx = book.post([(w, t) for t in tasks], d.relay)
+    assert tx.events["SettlementPosted"]["answers"] == len(tasks)
+    assert tuple(d.escrow.earningsOf(batch_id, w)) == (len(tasks) * REWARD, 0)
+
+
 def test_settlement_hash_view_equals_the_python_digest(env):
     d, _, batch_id, book = env
     settlement, _ = book.build([(d.workers[0], 3), (d.workers[1], 200)])
