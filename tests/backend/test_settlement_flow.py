@@ -4,11 +4,14 @@ proofs, unsettled answers fall back to the direct path, and every amount is exac
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
+from typer.testing import CliRunner
 
 from kempelen.chain.contracts import ETH, Chain
+from kempelen.cli import app
 from kempelen.protocol.cid import CID
 from kempelen.protocol.settlement import SettlementManifest, verify_manifest
 from kempelen.sdk.answers import sign_answer, submit_direct
@@ -185,3 +188,58 @@ def test_safety_valve_sends_unsettled_answers_direct_and_refuses_to_settle_them(
     assert chain.escrow.functions.isSettled(batch.batch_id, carol.address, 0).call()
     assert carol.claim([batch.batch_id]).credited == REWARD_ETH
     assert CID.parse(settlement_records(chain, batch.batch_id)[-1].manifest_cid)
+
+
+# ------------------------------------------------------------------------------ the command line
+
+runner = CliRunner()
+
+
+def cli(stack, *args, key: str):
+    env = {"KEMPELEN_PRIVATE_KEY": key, "KEMPELEN_RPC_URL": stack.rpc_url, "KEMPELEN_RELAY_URL": stack.relay_url,
+           "KEMPELEN_DEPLOYMENTS": str(stack.home / "deployments"), "KEMPELEN_STORE": str(stack.store_dir)}
+    result = runner.invoke(app, [str(a) for a in args], env=env)
+    assert "Traceback" not in result.output
+    return result.exit_code, result.output
+
+
+def test_settle_and_claim_from_the_command_line(stack, chain, tmp_path):
+    requester_key, worker = stack.keys[7], worker_of(stack, chain, stack.keys[8])
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text('{"text": "a"}\n{"text": "b"}\n{"text": "c"}\n')
+    code, out = cli(stack, "requester", "create-batch", tasks, "--reward", "0.001", "--settlement-fallback", "2d",
+                    key=requester_key)
+    assert code == 0 and "settlement mode" in out, out
+    batch_id = int(out.split("batch ")[1].split(" funded")[0])
+    code, out = cli(stack, "requester", "settle", batch_id, key=requester_key)
+    assert code == 1 and "nothing to settle" in out and "waiting at the relay" in out, out
+    for task in range(3):
+        answer(worker, batch_id, task, "x")
+
+    skip = tmp_path / "skip.jsonl"
+    skip.write_text(json.dumps({"worker": worker.address, "task_index": 2}) + "\n")
+    code, out = cli(stack, "requester", "settle", batch_id, "--answers", skip, "--skip", skip, key=requester_key)
+    assert code == 1 and "--answers or --skip, not both" in out, out
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"worker": 5}\n')
+    code, out = cli(stack, "requester", "settle", batch_id, "--answers", bad, key=requester_key)
+    assert code == 1 and "needs \"worker\"" in out, out
+    code, out = cli(stack, "requester", "settle", 99999, key=requester_key)
+    assert code == 1 and "unknown batch 99999" in out, out
+    code, out = cli(stack, "requester", "settle", batch_id, key=stack.keys[9])
+    assert code == 1 and "belongs to" in out, out
+
+    code, out = cli(stack, "requester", "settle", batch_id, "--skip", skip, "--via-relay", key=requester_key)
+    assert code == 0 and "3 answers held for settlement, 2 chosen" in out, out
+    assert "settled 2 answers" in out and "0.002 claimable by workers" in out, out
+    code, out = cli(stack, "requester", "settle", batch_id, "--answers", skip, key=requester_key)
+    assert code == 0 and "settled 1 answers" in out and "(settlement 2)" in out, out
+
+    code, out = cli(stack, "worker", "claim", batch_id, "--via-relay", key=worker.signer.private_key)
+    assert code == 0 and f"batch {batch_id}: +{3 * REWARD_ETH} base units" in out, out
+    code, out = cli(stack, "worker", "claim", batch_id, key=worker.signer.private_key)
+    assert code == 1 and "already claimed" in out, out
+    code, out = cli(stack, "worker", "claim", key=stack.keys[9])
+    assert code == 1 and "nothing to claim" in out, out
+    code, out = cli(stack, "worker", "claim", "seven", key=worker.signer.private_key)
+    assert code == 2 and "valid integer" in out, out

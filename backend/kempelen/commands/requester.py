@@ -12,12 +12,14 @@ from rich.progress import Progress
 from rich.table import Table
 
 from kempelen.commands.common import (
-    KeystoreOption, PasswordOption, RpcOption, connect, console, fail, friendly, parse_duration, signer,
+    DEFAULT_RELAY, KeystoreOption, PasswordOption, RelayOption, RpcOption, connect, console, fail, friendly,
+    parse_duration, signer,
 )
 from kempelen.ipfs.store import ContentStore, default_store_dir
 from kempelen.protocol.manifest import BatchManifest
 from kempelen.sdk.amounts import format_amount
-from kempelen.sdk.pinning import StorePinner
+from kempelen.sdk.pinning import RelayPinner, StorePinner
+from kempelen.sdk.relay_client import RelayClient
 from kempelen.sdk.requester import Requester
 
 app = typer.Typer(help="Fund batches of labeling tasks, review answers, export labels, reclaim deposits.",
@@ -68,6 +70,9 @@ def create_batch(
     labels: Annotated[str, typer.Option(help="Comma-separated labels workers choose from.")] = "",
     assignment: Annotated[str, typer.Option(help="How long a worker's lease on a task lasts.")] = "10m",
     gold: Annotated[Path | None, typer.Option(help="JSONL of hidden gold answers, committed now, revealed later.")] = None,
+    settlement_fallback: Annotated[str | None, typer.Option(
+        help="Settlement mode: pay answers with signed settlements (kempelen requester settle); relays hold "
+             "answers until this long from now, then send unsettled ones the direct path. Before --deadline.")] = None,
     rpc: RpcOption = "http://127.0.0.1:8545", keystore: KeystoreOption = None,
     password: PasswordOption = None, store: StoreOption = None,
 ) -> None:
@@ -86,11 +91,15 @@ def create_batch(
             min_reputation=min_reputation, title=title, instructions=instructions,
             labels=[l.strip() for l in labels.split(",") if l.strip()],
             assignment_seconds=parse_duration(assignment), gold=gold_rows,
+            settlement_fallback=parse_duration(settlement_fallback) if settlement_fallback else None,
             progress=lambda done, total: progress.update(bar, completed=done))
     decimals = requester.decimals(token)
     console.print(f"batch [bold]{batch.batch_id}[/] funded: {len(rows)} tasks x {answers} answers, "
                   f"deposit {format_amount(batch.deposit, decimals, token.upper())}")
     console.print(f"manifest {batch.manifest_cid}\ntransaction {batch.tx_hash}")
+    if settlement_fallback:
+        console.print(f"settlement mode: settle answers with `kempelen requester settle {batch.batch_id}` "
+                      f"within {settlement_fallback}; unsettled ones then go the direct path")
     if batch.gold_salt:
         path = Path(f"gold-{requester.chain.chain_id}-{batch.batch_id}.json")
         path.write_text(json.dumps({"batch_id": batch.batch_id, "gold_cid": batch.gold_cid,
@@ -264,3 +273,51 @@ def extend(batch_id: BatchArg,
     _requester(rpc, keystore, password, store).extend(
         batch_id, deadline=parse_duration(deadline) if deadline else None, answers_per_task=answers, top_up=top_up)
     console.print(f"batch {batch_id} extended")
+
+
+def _answer_refs(path: Path, what: str) -> list[tuple[str, int]]:
+    refs = []
+    for number, row in enumerate(_read_jsonl(path, what), 1):
+        worker, task = row.get("worker"), row.get("task_index")
+        if not isinstance(worker, str) or not isinstance(task, int) or isinstance(task, bool) or task < 0:
+            raise fail(f"{path}: line {number} needs \"worker\" (an address) and \"task_index\" (a number)")
+        refs.append((worker, task))
+    return refs
+
+
+@app.command()
+@friendly
+def settle(
+    batch_id: BatchArg,
+    answers: Annotated[Path | None, typer.Option(
+        help="JSONL lines {\"worker\", \"task_index\"}: pay only these held answers.")] = None,
+    skip: Annotated[Path | None, typer.Option(
+        help="JSONL lines {\"worker\", \"task_index\"}: pay every held answer but these (they go the direct "
+             "path at the fallback, where you can reject them with a reason).")] = None,
+    via_relay: Annotated[bool, typer.Option("--via-relay", help="Let the relay post it (it earns the relay fees; "
+                                                                "you send no transaction).")] = False,
+    relay: RelayOption = DEFAULT_RELAY, rpc: RpcOption = "http://127.0.0.1:8545",
+    keystore: KeystoreOption = None, password: PasswordOption = None,
+) -> None:
+    """Pay a settlement-mode batch's held answers with one signed settlement (docs/settlement.md).
+
+    Pulls the signed answers the relay holds, builds the manifest (pinned at the relay, where workers
+    fetch it to claim), signs the settlement and posts it. Nothing is sent if the escrow would refuse it.
+
+    Example: kempelen requester settle 7 --skip bad-answers.jsonl --via-relay
+    """
+    if answers and skip:
+        raise fail("use --answers or --skip, not both")
+    chosen = _answer_refs(answers, "answers") if answers else None
+    skipped = {(w.lower(), t) for w, t in _answer_refs(skip, "skip")} if skip else set()
+    me = signer(keystore, password)
+    requester = Requester(connect(rpc), me, RelayPinner(RelayClient(relay, me)))
+    posted = requester.settle(
+        batch_id, chosen, approve=(lambda answer: answer.key not in skipped) if skip else None,
+        via_relay=via_relay, progress=lambda message: console.print(message, highlight=False))
+    batch = requester.batch(batch_id)
+    decimals = requester.decimals(batch["token"]) if int(batch["token"], 16) else 18
+    console.print(f"settled {posted.answers} answers of batch {batch_id} (settlement {posted.sequence}): "
+                  f"{format_amount(posted.amount, decimals)} claimable by workers, "
+                  f"{format_amount(posted.relay_fees, decimals)} relay fees to the poster")
+    console.print(f"manifest {posted.manifest_cid}\ntransaction {posted.tx_hash}")

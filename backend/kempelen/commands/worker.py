@@ -130,3 +130,29 @@ def withdraw(token: Annotated[str, typer.Option(help="ETH, USDC (a deployment sy
     decimals = 18 if address == ETH else worker.chain.token(address).functions.decimals().call()
     paid = worker.withdraw(token)
     console.print(f"withdrew {format_amount(paid, decimals, token.upper())} to {worker.address}")
+
+
+@app.command()
+@friendly
+def claim(
+    batches: Annotated[list[int] | None, typer.Argument(help="Batch ids (default: every settled batch).",
+                                                        min=1, show_default=False)] = None,
+    via_relay: Annotated[bool, typer.Option("--via-relay", help="The relay sends the claim (you need no gas).")] = False,
+    rpc: RpcOption = DEFAULT_RPC, relay: RelayOption = DEFAULT_RELAY,
+    keystore: KeystoreOption = None, password: PasswordOption = None,
+) -> None:
+    """Claim your earnings from settled batches (docs/settlement.md) in one claimMany.
+
+    The money goes to your escrow balance; `kempelen worker withdraw` pays it out.
+
+    Example: kempelen worker claim 7 9 --via-relay
+    """
+    worker = _worker(relay, keystore, password, None if via_relay else rpc)
+    console.print(f"looking up settlements of {'batches ' + ', '.join(map(str, batches)) if batches else 'every batch'}"
+                  f" for {worker.address}", highlight=False)
+    result = worker.claim(batches or None, via_relay=via_relay)
+    for claimed in result.claims:
+        console.print(f"batch {claimed.batch_id}: +{claimed.amount} base units "
+                      f"(cumulative {claimed.cumulative}, claimed before {claimed.claimed_before})")
+    console.print(f"claimed {result.credited} base units in {len(result.claims)} batches; "
+                  f"transaction {result.tx_hash}\nwithdraw with: kempelen worker withdraw --token <token>")
