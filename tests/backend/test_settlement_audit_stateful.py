@@ -201,5 +201,6 @@ def test_both_paths_keep_the_invariants_and_audit_clean(paths):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_both_paths_keep_the_invariants_and_audit_clean_long(paths):
-    run(paths, examples=100, steps=30)
+    run(paths, examples=50, steps=25)
