@@ -20,7 +20,7 @@ class ErrorBody(BaseModel):
 class Receipt(BaseModel):
     receipt_id: ReceiptId
     status: str = Field(description="accepted | submitted | onchain | skipped | approved | rejected "
-                                    "| released | paid")
+                                    "| released | paid; held | settled in settlement-mode batches")
     batch_id: int
     task_index: int
     worker: Address
