@@ -12,7 +12,7 @@ import time
 import pytest
 from ipfs_helpers import REPO, PatternStream, flip_byte, payload
 from kempelen.audit.content import DirectoryStore
-from kempelen.ipfs.blockstore import FileBlockstore
+from kempelen.ipfs.blockstore import BackgroundWriter, FileBlockstore
 from kempelen.ipfs.errors import BlockNotFound, ContentError, CorruptBlock
 from kempelen.ipfs.packs import MAGIC, RECORD
 from kempelen.ipfs.store import ContentStore
@@ -255,3 +255,24 @@ def test_concurrent_writers_in_processes_and_threads(tmp_path):
 @pytest.mark.slow
 def test_concurrent_writers_under_load(tmp_path):
     _run_writers(tmp_path / "s", processes=8, threads=4, rounds=15)
+
+
+def test_background_writer_writes_inline_when_its_thread_gets_no_core_of_its_own(tmp_path):
+    class NeverParallel(BackgroundWriter):
+        PROBE, INLINE, PARALLEL = 2, 3, float("inf")
+
+    store = ContentStore(tmp_path / "s")
+    data = payload(20 * CHUNK_SIZE)
+    writers = []
+    with NeverParallel(store.blocks) as write:
+        sink = write._write
+
+        def recording(cid, block):
+            writers.append(threading.current_thread().name)
+            sink(cid, block)
+
+        write._write = recording
+        cid = import_bytes(bytearray(data), write)  # a mutable buffer: threaded writes copy it
+    assert store.get(cid) == data
+    threaded = [name.startswith("kempelen-blocks") for name in writers]
+    assert any(threaded) and threaded.count(False) > 10  # probed the thread, then wrote inline

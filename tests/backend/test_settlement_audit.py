@@ -8,9 +8,11 @@ import json
 import re
 from pathlib import Path
 
+import httpx
 import jsonschema_rs
 import pytest
 from _audit_history import History, address
+from test_audit_honest import assert_decoder_matches_web3
 from web3 import Web3
 
 from kempelen.audit import run_audit
@@ -19,6 +21,7 @@ from kempelen.audit.report import SCHEMA_PATH, to_json
 from kempelen.chain import artifacts
 from kempelen.chain.contracts import ETH, deploy_protocol
 from kempelen.ipfs.store import ContentStore
+from kempelen.protocol.events import EventDecoder
 from kempelen.protocol.merkle import earnings_tree
 from kempelen.protocol.signing import sign
 
@@ -218,3 +221,17 @@ def test_reports_show_settlements_and_follow_the_schema(settled, dishonest, tmp_
     source = "".join(p.read_text() for p in Path(SCHEMA_PATH).parent.glob("*.py"))
     emitted = set(re.findall(r'(?:MONEY|PAYOUTS|SIGNATURES|CONTENT|REPUTATION|TIMING), "([a-z_]+[a-z])"', source))
     assert emitted and emitted <= listed, emitted - listed
+
+
+def test_event_decoder_reads_settlement_events_as_web3_does(settled):
+    """SettlementPosted, AnswersSettled (a struct array) and EarningsClaimed from the real history."""
+    h = settled["history"]
+    url = h.w3.provider.endpoint_uri
+    query = {"fromBlock": "0x0", "toBlock": "latest", "address": [h.escrow.address]}
+    logs = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_getLogs", "params": [query]}).json()["result"]
+    assert_decoder_matches_web3(url, query, logs)
+    decoded = EventDecoder(artifacts.load("TaskEscrow").abi).decode_all(logs)
+    names = {e.name for e in decoded}
+    assert {"SettlementPosted", "AnswersSettled", "EarningsClaimed"} <= names
+    words = [w for e in decoded if e.name == "AnswersSettled" for w in e.args["settled"]]
+    assert any(w["wordIndex"] == 1 for w in words)  # tasks 195/196: the second 192-task word

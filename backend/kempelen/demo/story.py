@@ -1,4 +1,4 @@
-"""`make demo`: the local stack and two batches through their whole life, told as a short story.
+"""`make demo`: the local stack and three batches through their whole life, told as a short story.
 
 A requester funds a batch in ETH and one in a test stablecoin; eight simulated workers lease
 tasks, read payloads and post answers with real EIP-712 signatures through the relay — most
@@ -6,6 +6,11 @@ honest, one answering at random, one copying another; the requester rejects the 
 the copier with reasons and blocks them; unreviewed answers are auto-released after the review
 window (anvil's clock is advanced); workers withdraw without gas; the requester reclaims the
 rest; and the auditor checks every payment from the chain and the content alone.
+
+A third batch runs in settlement mode (docs/settlement.md): its answers wait at the relay, the
+requester pays them in two signed settlements the relay posts, workers claim their cumulative
+earnings with Merkle proofs in one relayed claimMany each, and the answers the requester never
+settled go the direct path at the fallback time and are auto-released: the safety valve.
 """
 
 from __future__ import annotations
@@ -33,11 +38,14 @@ from kempelen.sdk.pinning import RelayPinner
 from kempelen.sdk.quality import Label, review
 from kempelen.sdk.relay_client import RelayClient
 from kempelen.sdk.requester import FundedBatch, Requester
+from kempelen.sdk.settlement import SettlementError
 from kempelen.sdk.worker import TaskRef, Worker
 from kempelen.stack import LocalStack
 
 REVIEW_WINDOW = 2 * 24 * 3600
 DEADLINE = 7 * 24 * 3600
+SETTLEMENT_FALLBACK = 24 * 3600  # before the story's first jump of REVIEW_WINDOW
+UNSETTLED_TASKS = 2  # the settlement batch's last tasks, left to the safety valve
 IN_FLIGHT = {"accepted", "submitted"}
 
 
@@ -51,6 +59,7 @@ class BatchPlan:
     funded: FundedBatch | None = None
     outcome: Counter = field(default_factory=Counter)
     refunded: int = 0
+    settlement: bool = False  # paid by signed settlements, not answer by answer
 
     @property
     def token(self) -> str:
@@ -83,11 +92,15 @@ def _advance(chain: Chain, seconds: int) -> None:
 
 
 class Demo:
-    def __init__(self, workdir: Path, *, eth_tasks: int, usdc_tasks: int, console: Console, seed: int = 7):
+    def __init__(self, workdir: Path, *, eth_tasks: int, usdc_tasks: int, console: Console, seed: int = 7,
+                 settled_tasks: int = 12):
+        if settled_tasks and settled_tasks <= UNSETTLED_TASKS + 1:
+            raise ValueError(f"a settlement batch needs more than {UNSETTLED_TASKS + 1} tasks (or 0 for none)")
         self.workdir = workdir
         self.console = console
         self.rng = random.Random(seed)
-        self.eth_tasks, self.usdc_tasks = eth_tasks, usdc_tasks
+        self.settlement_rng = random.Random(seed + 1)  # its own: the direct batches' story stays the same
+        self.eth_tasks, self.usdc_tasks, self.settled_tasks = eth_tasks, usdc_tasks, settled_tasks
 
     def say(self, text: str) -> None:
         self.console.print(f"[bold cyan]>[/] {text}")
@@ -115,26 +128,40 @@ class Demo:
         names = {w.address: name for name, w in workers.items()}
         plans = [BatchPlan("ETH", 18, "0.0004", "0.00002", make_tasks(self.eth_tasks, self.rng)),
                  BatchPlan("USDC", 6, "0.05", "0.002", make_tasks(self.usdc_tasks, self.rng))]
+        if self.settled_tasks:
+            plans.append(BatchPlan("USDC", 6, "0.01", "0.0005", make_tasks(self.settled_tasks, self.settlement_rng),
+                                   settlement=True))
+        direct = [plan for plan in plans if not plan.settlement]
         for plan in plans:
             plan.funded = requester.create_batch(
                 [t.payload() for t in plan.tasks], plan.reward, token=plan.symbol, answers_per_task=3,
                 relay_fee=plan.relay_fee, deadline=DEADLINE, review_window=REVIEW_WINDOW,
                 title="Sentiment of short reviews", instructions="Pick the sentiment of the sentence.",
-                labels=LABELS)
+                labels=LABELS, settlement_fallback=SETTLEMENT_FALLBACK if plan.settlement else None)
+            mode = (" in settlement mode (answers wait at the relay for the requester's signed settlements, "
+                    "at most one day)") if plan.settlement else ""
             self.say(f"Requester pinned {len(plan.tasks)} tasks through the relay and funded batch "
-                     f"{plan.funded.batch_id} from its wallet: 3 answers per task, reward {plan.reward} "
+                     f"{plan.funded.batch_id} from its wallet{mode}: 3 answers per task, reward {plan.reward} "
                      f"{plan.symbol}, deposit {format_amount(plan.funded.deposit, plan.decimals, plan.symbol)}.")
         for plan in plans:
             receipts = self._answer(plan, workers)
-            self.say(f"Eight workers leased tasks, read verified payloads and posted {len(receipts)} signed "
+            who = "Six honest workers" if plan.settlement else "Eight workers"
+            self.say(f"{who} leased tasks, read verified payloads and posted {len(receipts)} signed "
                      f"answers to batch {plan.funded.batch_id}; the relay acknowledged each after storing it.")
         seconds = self._wait_onchain(workers)
-        self.say(f"The relay's submitter packed every answer into submitAnswers transactions; all on-chain "
-                 f"{seconds:.1f}s after the last one was posted, every signature verified by the escrow.")
-        for plan in plans:
+        self.say(f"The relay's submitter packed every answer of the direct batches into submitAnswers "
+                 f"transactions; all on-chain {seconds:.1f}s after the last one was posted, every signature "
+                 f"verified by the escrow.")
+        for plan in direct:
             self._review(plan, requester, names)
+        for plan in plans:
+            if plan.settlement:
+                self._settle(plan, requester)
         _advance(chain, REVIEW_WINDOW + 60)
         for plan in plans:
+            if plan.settlement:
+                self._fallback(plan, workers)
+        for plan in direct:
             pending = requester.list_answers(plan.funded.batch_id, "pending")
             for start in range(0, len(pending), 150):
                 chain.transact(operator.private_key, chain.escrow.functions.release(
@@ -142,16 +169,25 @@ class Demo:
             plan.outcome["released"] += len(pending)
             self.say(f"Review window over: anyone may release; the operator auto-released {len(pending)} "
                      f"unreviewed answers of batch {plan.funded.batch_id}.")
+        for plan in plans:
+            if plan.settlement:
+                self._claim(plan, workers)
         paid = sum(self._withdraw(worker, plans, operator) for worker in workers.values())
         self.say(f"{paid} workers withdrew their earnings holding no gas: each signed a Withdrawal, the "
                  f"operator sent it, the escrow paid the worker itself.")
-        for plan in plans:
+        for plan in {plan.token: plan for plan in plans}.values():  # one withdrawal per token
             fees = chain.escrow.functions.balanceOf(plan.token, operator.address).call()
             chain.transact(operator.private_key, chain.escrow.functions.withdraw(plan.token))
             self.say(f"The relay operator withdrew {format_amount(fees, plan.decimals, plan.symbol)} of relay "
                      f"fees, paid on-chain per answer it submitted.")
         _advance(chain, DEADLINE)
         for plan in plans:
+            if plan.settlement:
+                self._release_fallen_back(plan, requester, workers, operator)
+        for plan in plans:
+            if not requester.batch(plan.funded.batch_id)["funds"]:
+                self.say(f"Deadline passed: every unit of batch {plan.funded.batch_id} was paid out; nothing to reclaim.")
+                continue
             plan.refunded = requester.reclaim(plan.funded.batch_id)
             self.say(f"Deadline passed: requester reclaimed "
                      f"{format_amount(plan.refunded, plan.decimals, plan.symbol)} unused from batch "
@@ -159,8 +195,9 @@ class Demo:
         return plans, self._export(plans, requester)
 
     def _answer(self, plan: BatchPlan, workers: dict[str, Worker]) -> list[dict]:
-        simulated = _workers()
-        assignment = assign(len(plan.tasks), 3, simulated, self.rng)
+        simulated = [w for w in _workers() if w.kind == "honest"] if plan.settlement else _workers()
+        rng = self.settlement_rng if plan.settlement else self.rng
+        assignment = assign(len(plan.tasks), 3, simulated, rng)
         given: dict[tuple[str, int], str] = {}
         receipts = []
         with Progress(console=self.console, transient=True) as progress:
@@ -173,7 +210,7 @@ class Demo:
                     shown = json.loads(worker.payload(task))
                     truth = next(t for t in plan.tasks if t.text == shown["text"])
                     copied = given.get((persona.copies, task_index)) if persona.copies else None
-                    label = persona.label(truth, self.rng, copied)
+                    label = persona.label(truth, rng, copied)
                     given[(persona.name, task_index)] = label
                     receipts.append(worker.submit(task, {"label": label}))
                     progress.advance(bar)
@@ -213,6 +250,62 @@ class Demo:
         plan.outcome["approved"] += len(to_approve)
         self.say(f"Requester approved {len(to_approve)} answers of batch {batch_id}; "
                  f"{len(answers) - len(to_approve) - plan.outcome['rejected']} left unreviewed.")
+
+    # -- the settlement batch ---------------------------------------------------------------
+
+    def _settle(self, plan: BatchPlan, requester: Requester) -> None:
+        """Two settlements the relay posts; the last tasks' answers are left to the safety valve."""
+        batch_id = plan.funded.batch_id
+        unsettled = len(plan.tasks) - UNSETTLED_TASKS
+        first = requester.settle(batch_id, approve=lambda a: a.task_index < unsettled // 2, via_relay=True)
+        second = requester.settle(batch_id, approve=lambda a: a.task_index < unsettled, via_relay=True)
+        plan.outcome["settled"] += first.answers + second.answers
+        self.say(f"Requester signed two settlements of batch {batch_id} for the relay to post: "
+                 f"{first.answers} then {second.answers} answers, each in one transaction, each naming a "
+                 f"manifest of the signed answers it pays (latest {second.manifest_cid[:16]}...) and the Merkle "
+                 f"root of every worker's cumulative earnings. The relay earned the relay fees.")
+
+    def _fallback(self, plan: BatchPlan, workers: dict[str, Worker], timeout: float = 120) -> None:
+        """Past the fallback time the relay sends the held answers no settlement paid direct."""
+        batch_id = plan.funded.batch_id
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            statuses = Counter(a["status"] for w in workers.values() for a in w.relay.my_answers()
+                               if a["batch_id"] == batch_id)
+            if not ({"held"} | IN_FLIGHT) & set(statuses):
+                break
+            time.sleep(0.5)
+        else:
+            raise TimeoutError(f"held answers of batch {batch_id} not sent after {timeout:.0f}s: {dict(statuses)}")
+        if set(statuses) - {"settled", "onchain"}:
+            raise RuntimeError(f"answers of batch {batch_id} ended {dict(statuses)}")
+        self.say(f"The fallback time of batch {batch_id} passed: the relay sent its {statuses['onchain']} "
+                 f"answers the requester never settled the direct path (submitAnswers), so the requester "
+                 f"must pay or reject them in the review window: the safety valve.")
+
+    def _claim(self, plan: BatchPlan, workers: dict[str, Worker]) -> None:
+        claimed = []
+        for worker in workers.values():
+            try:
+                result = worker.claim([plan.funded.batch_id], via_relay=True)
+            except SettlementError:  # this worker earned nothing in the batch
+                continue
+            claimed.append(result.credited)
+        self.say(f"{len(claimed)} workers claimed {format_amount(sum(claimed), plan.decimals, plan.symbol)} "
+                 f"settled in batch {plan.funded.batch_id}: each proved its cumulative earnings against the "
+                 f"root in a claimMany the relay sent, holding no gas.")
+
+    def _release_fallen_back(self, plan: BatchPlan, requester: Requester, workers: dict[str, Worker],
+                             operator: Signer) -> None:
+        batch_id = plan.funded.batch_id
+        pending = requester.list_answers(batch_id, "pending")
+        if pending:
+            requester.chain.transact(operator.private_key, requester.chain.escrow.functions.release(
+                batch_id, [(a.worker, a.task_index) for a in pending]))
+        plan.outcome["released"] += len(pending)
+        paid = sum(self._withdraw(worker, [plan], operator) for worker in workers.values())
+        self.say(f"The requester never reviewed them: the operator released the {len(pending)} fallen-back "
+                 f"answers of batch {batch_id} after their review window, and {paid} workers withdrew.")
 
     def _withdraw(self, worker: Worker, plans: list[BatchPlan], operator: Signer) -> int:
         withdrew = 0
@@ -258,7 +351,10 @@ def print_summary(result: DemoResult, console: Console) -> None:
         paid_answers = plan.outcome["approved"] + plan.outcome["released"]
         accepted = paid_answers + plan.outcome["rejected"]
         shown = lambda units: format_amount(units, plan.decimals)  # noqa: B023 - used at once
+        paid_answers += plan.outcome["settled"]
+        accepted += plan.outcome["settled"]
         for name, value in [("deposit", shown(plan.funded.deposit)), ("answers approved", plan.outcome["approved"]),
+                            ("answers settled", plan.outcome["settled"]),
                             ("answers auto-released", plan.outcome["released"]),
                             ("answers rejected", plan.outcome["rejected"]),
                             ("paid to workers", shown(paid_answers * reward)),

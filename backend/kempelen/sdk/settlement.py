@@ -229,8 +229,10 @@ def settle(requester, batch_id: int, *, answers: Iterable | None = None,
     chosen = choose(found, excluded, answers, approve)
     say(f"{len(found)} answers held for settlement, {len(chosen)} chosen")
     if not chosen:
-        raise SettlementError(f"nothing to settle in batch {batch_id}: no held answer "
-                              f"{'was approved' if found else 'is waiting at the relay'}")
+        raise SettlementError(f"nothing to settle in batch {batch_id}: " + (
+            "no held answer was chosen" if found else
+            "no held answer is waiting at the relay (a batch is held for settlement only if its manifest "
+            "declares a settlement fallback, and only until then)"))
     needed = len(chosen) * (batch["reward"] + batch["relayFee"])
     if needed > batch["funds"]:
         raise SettlementError(f"batch {batch_id} holds {batch['funds']} base units; settling {len(chosen)} answers "

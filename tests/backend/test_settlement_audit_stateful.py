@@ -1,0 +1,205 @@
+"""Both payment paths on a real anvil, driven by hypothesis, audited after every run.
+
+Random sequences of: honest settlements (kempelen.protocol.settlement, as the SDK builds them),
+settlements that name an answer already on the direct path (the escrow must refuse them),
+claims, direct submissions (answers already settled among them: the escrow must skip those),
+approvals and rejections, time passing with releases, and withdrawals. After every step:
+
+- the money invariant of ISettlement from the escrow's own views: balance == totalOwed ==
+  funds + pending x reward + (settled - claimed) + the accounts' balances;
+- no worker has claimed more than reward x the answers it signed that the requester settled;
+- one answer, one path: no settled answer is pending or paid on the direct path, and no answer
+  the direct path accepted is settled.
+
+At the end of every run the auditor must find the history clean. The default run is small
+(a few examples, well under a minute); `--slow` runs many more.
+"""
+
+from __future__ import annotations
+
+import pytest
+from _audit_history import History, address
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
+from web3 import Web3
+
+from kempelen.audit import run_audit
+from kempelen.audit.content import DirectoryStore
+from kempelen.chain import artifacts
+from kempelen.chain.anvil import Anvil
+from kempelen.chain.contracts import ETH, deploy_protocol
+from kempelen.ipfs.store import ContentStore
+
+TASKS = [0, 1, 2, 95, 96, 191, 192, 199]  # across review groups (96) and settled words (192)
+REWARD, FEE, WINDOW = 10**15, 10**13, 600
+PENDING, PAID = 1, 2  # ITaskEscrow.AnswerStatus
+
+
+@pytest.fixture
+def paths(tmp_path, keys):
+    """An escrow of the test's own on its own anvil (runs are rolled back with evm_revert)."""
+    with Anvil(log_path=tmp_path / "anvil.log") as node:
+        deployment = deploy_protocol(node.url, keys[0])
+        w3 = Web3(Web3.HTTPProvider(node.url))
+        escrow = w3.eth.contract(address=deployment.escrow, abi=artifacts.load("TaskEscrow").abi)
+        yield History(w3, escrow, ContentStore(tmp_path / "store"), deployment.chain_id), keys
+
+
+def machine(h: History, keys: list[str]):
+    requester, relayer, workers = keys[1], keys[2], keys[3:6]
+    rpc = h.w3.provider.make_request
+    snapshot = [rpc("evm_snapshot", [])["result"]]
+
+    class Paths(RuleBasedStateMachine):
+        @initialize()
+        def start(self):
+            assert rpc("evm_revert", [snapshot[0]])["result"]
+            snapshot[0] = rpc("evm_snapshot", [])["result"]
+            h.settled.clear()
+            self.batch = h.create_batch(requester, tasks=200, answers_per_task=3, reward=REWARD, relay_fee=FEE,
+                                        lifetime=100_000, review_window=WINDOW)
+            self.direct: dict[tuple[str, int], bool] = {}  # (worker key, task) -> rejected
+            self.fresh: set[tuple[str, int]] = set()  # submitted since time last passed: reviewable
+            self.settled: set[tuple[str, int]] = set()  # signed by the worker, settled by the requester
+
+        def pairs(self, picks):
+            return list(dict.fromkeys((workers[w], t) for w, t in picks))
+
+        @rule(picks=st.lists(st.tuples(st.integers(0, 2), st.sampled_from(TASKS)), min_size=1, max_size=5))
+        def settle(self, picks):
+            wanted = [p for p in self.pairs(picks) if p not in self.settled and not
+                      (p in self.direct and not self.direct[p])]  # rejected direct answers may be settled
+            if not wanted:
+                return
+            h.settle(requester, relayer, self.batch, [
+                h.signed_answer(self.batch, t, w, f"settled {self.batch}/{t} by {w[-4:]}".encode())
+                for w, t in wanted])
+            self.settled.update(wanted)
+
+        @rule(picks=st.lists(st.tuples(st.integers(0, 2), st.sampled_from(TASKS)), min_size=1, max_size=3))
+        def settle_conflicting(self, picks):
+            """A settlement naming an answer pending or paid on the direct path is refused."""
+            taken = [p for p in self.pairs(picks) if p in self.direct and not self.direct[p]
+                     and p not in self.settled]
+            if not taken:
+                return
+            with pytest.raises(AssertionError, match="reverted"):  # History.settle records only successes
+                h.settle(requester, relayer, self.batch, [h.signed_answer(self.batch, t, w, b"both paths")
+                                                          for w, t in taken])
+
+        @rule(picks=st.lists(st.tuples(st.integers(0, 2), st.sampled_from(TASKS)), min_size=1, max_size=4))
+        def submit(self, picks):
+            """Direct answers; those already settled are sent too and must be skipped."""
+            pairs = [p for p in self.pairs(picks) if p not in self.direct]
+            if not pairs:
+                return
+            receipt = h.submit(relayer, [h.sign_answer(self.batch, t, w, f"direct {t} by {w[-4:]}".encode())
+                                         for w, t in pairs])
+            accepted = {(e.args.worker, e.args.taskIndex)
+                        for e in h.escrow.events.AnswerSubmitted().process_receipt(receipt)}
+            for w, t in pairs:
+                if (w, t) in self.settled:
+                    assert (address(w), t) not in accepted, "a settled answer was accepted directly"
+                else:
+                    assert (address(w), t) in accepted
+                    self.direct[(w, t)] = False
+                    self.fresh.add((w, t))
+
+        @rule(approve=st.booleans(), count=st.integers(1, 3))
+        def review(self, approve, count):
+            chosen = sorted(self.fresh)[:count]
+            if not chosen:
+                return
+            if approve:
+                h.approve(requester, self.batch, chosen)
+            else:
+                h.reject(requester, self.batch, chosen)
+                self.direct.update(dict.fromkeys(chosen, True))
+            self.fresh.difference_update(chosen)
+
+        @rule()
+        def sleep_and_release(self):
+            h.advance(WINDOW + 1)
+            self.fresh.clear()
+            pending = [(w, t) for (w, t), rejected in self.direct.items() if not rejected
+                       and self.status(w, t) == PENDING]
+            if pending:
+                h.release(relayer, self.batch, pending)
+
+        @rule(worker=st.integers(0, 2))
+        def claim(self, worker):
+            key = workers[worker]
+            latest = h.settled.get(self.batch)
+            if latest is None or address(key) not in latest[0].earnings:
+                return
+            _, claimed = h.escrow.functions.earningsOf(self.batch, address(key)).call()
+            if latest[0].earnings[address(key)] > claimed:
+                h.claim(relayer if worker == 0 else key, self.batch, key)
+
+        @rule(worker=st.integers(0, 2))
+        def withdraw(self, worker):
+            if h.escrow.functions.balanceOf(ETH, address(workers[worker])).call():
+                h.send(workers[worker], h.escrow.functions.withdraw(ETH))
+
+        def status(self, worker_key: str, task: int) -> int:
+            return h.escrow.functions.answerStatus(self.batch, address(worker_key), task).call()[0]
+
+        @invariant()
+        def money_is_all_accounted_for(self):
+            e = h.escrow.functions
+            record = e.batch(self.batch).call()
+            pool = e.settlementOf(self.batch).call()[2] - sum(
+                e.earningsOf(self.batch, address(w)).call()[1] for w in workers)
+            accounts = sum(e.balanceOf(ETH, address(k)).call() for k in (*workers, relayer))
+            owed = e.totalOwed(ETH).call()
+            assert owed == record[9] + record[10] * REWARD + pool + accounts
+            assert h.w3.eth.get_balance(h.escrow.address) == owed
+
+        @invariant()
+        def claims_within_signed_answers(self):
+            for key in workers:
+                signed = sum(1 for w, _ in self.settled if w == key)
+                settled, claimed = h.escrow.functions.earningsOf(self.batch, address(key)).call()
+                assert settled == signed * REWARD and claimed <= settled
+
+        @invariant()
+        def one_answer_one_path(self):
+            for w, t in self.settled:
+                assert self.status(w, t) not in (PENDING, PAID)
+            for (w, t), rejected in self.direct.items():
+                if not rejected:
+                    assert not h.escrow.functions.isSettled(self.batch, address(w), t).call()
+
+        def teardown(self):
+            if not hasattr(self, "batch"):
+                return
+            report = run_audit(h.w3.provider.endpoint_uri, h.escrow.address, DirectoryStore(h.store.root))
+            assert report.clean and report.findings == [], [f.to_json() for f in report.findings]
+            posted = h.settled[self.batch][0].sequence if self.batch in h.settled else 0
+            assert [s.sequence for s in report.settlements] == list(range(1, posted + 1))
+            assert all(s.manifest_verified for s in report.settlements)
+
+    return Paths
+
+
+def run(paths, examples: int, steps: int) -> None:
+    h, keys = paths
+    run_state_machine_as_test(machine(h, keys), settings=settings(
+        max_examples=examples, stateful_step_count=steps, deadline=None, derandomize=examples <= 10, database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]))
+
+
+def test_both_paths_keep_the_invariants_and_audit_clean(paths):
+    run(paths, examples=10, steps=15)
+
+
+@pytest.mark.slow
+def test_both_paths_keep_the_invariants_and_audit_clean_long(paths):
+    run(paths, examples=100, steps=30)
