@@ -8,8 +8,17 @@ from kempelen.audit import checks
 from kempelen.audit.model import ETH
 from kempelen.audit.replay import Replay
 from kempelen.audit.scan import ChainHistory, ChainState
+from kempelen.audit.settlement_checks import requester_signature_findings
 from kempelen.protocol.cid import raw_cid
 from kempelen.protocol.events import Event
+from kempelen.protocol.signing import (
+    Domain,
+    SettledWord,
+    Settlement,
+    address_of,
+    settled_words,
+    sign,
+)
 
 ESCROW = "0x00000000000000000000000000000000000000E5"
 REPUTATION = "0x00000000000000000000000000000000000000Ab"
@@ -118,8 +127,6 @@ OTHER = "0x0000000000000000000000000000000000000004"
 def settle(stream: Stream, at: int, sequence: int, pairs: list[tuple[str, int]], *, total: int | None = None,
            amount: int | None = None, answers: int | None = None, with_words: bool = True) -> None:
     """AnswersSettled + SettlementPosted in one transaction, as the escrow emits them."""
-    from kempelen.protocol.signing import settled_words
-
     words = [{"worker": w.worker, "wordIndex": w.word_index, "bits": w.bits} for w in settled_words(pairs)]
     count = len(pairs) if answers is None else answers
     if with_words:
@@ -199,3 +206,27 @@ def test_balance_sheet_counts_the_pools_and_compares_settlement_state():
                     earnings={(1, WORKER): (REWARD, 0), (1, OTHER): (REWARD, 0)})
     _, found = checks.balance_sheet(replay(s), lying)
     assert sorted(f.code for f in found) == ["batch_unbalanced", "earnings_mismatch", "settlement_state_mismatch"]
+
+
+def test_settlement_must_be_signed_by_the_batch_requester_in_its_calldata():
+    s = Stream()
+    batch(s)
+    settle(s, 100, 1, [(WORKER, 0)])
+    result = replay(s)
+    (ref,) = result.settlement.settlements
+    tx, domain = ref.event.transaction_hash, Domain(1, ESCROW)
+    posted = Settlement(1, 1, ref.root, ref.cumulative_total, ref.manifest_raw, ref.words)
+    requester_key, stranger_key = "0x" + "33" * 32, "0x" + "22" * 32
+    result.batches[1].totals.requester = address_of(requester_key)
+
+    def findings(calls):
+        return [f.code for f in requester_signature_findings([ref], {tx: calls}, result, 1, ESCROW)]
+
+    assert findings([(posted, sign(domain.digest(posted.struct_hash()), requester_key))]) == []
+    assert findings([(posted, sign(domain.digest(posted.struct_hash()), stranger_key))]) == [
+        "settlement_bad_requester_signature"]
+    assert findings([(posted, b"\x01" * 65)]) == ["settlement_bad_requester_signature"]  # recovers nobody
+    other = replace(posted, settled=(SettledWord(WORKER, 0, 0b11),))  # not the answers logged
+    assert findings([(other, sign(domain.digest(other.struct_hash()), requester_key))]) == [
+        "settlement_not_in_calldata"]
+    assert findings(None) == ["settlement_calldata_unavailable"]

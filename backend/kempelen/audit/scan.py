@@ -11,22 +11,28 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from eth_abi import decode as abi_decode
 from eth_utils import is_address, to_checksum_address
 
 from kempelen.audit.fastabi import decode_submit_args, decode_submit_args_strict
 from kempelen.audit.model import ETH, AuditError, Progress
 from kempelen.audit.rpc import Rpc, RpcError, call_data, decode_result, selector
 from kempelen.chain import artifacts
-from kempelen.protocol.events import Event, EventDecoder
+from kempelen.protocol.events import Event, EventDecoder, checksum
+from kempelen.protocol.signing import SettledWord, Settlement
 
 SUBMIT_SIGNATURE = "submitAnswers((uint64,uint32,bytes32,address)[],bytes[])"
 SUBMIT_SELECTOR = selector(SUBMIT_SIGNATURE)
 _BATCH_TYPE = "(address,uint40,uint32,uint8,address,uint32,uint32,uint128,uint128,uint128,uint64,bytes32)"
+SETTLE_TYPES = ["(uint64,uint32,bytes32,uint256,bytes,(address,uint32,uint256)[])", "bytes"]
+SETTLE_SELECTOR = selector(f"settle({','.join(SETTLE_TYPES)})")
 SUBMISSION_EVENTS = ("AnswerSubmitted", "AnswerSkipped")
 REVIEW_EVENTS = ("AnswersApproved", "AnswersRejected", "AnswersReleased")
 
 # (batchId, taskIndex, answerDigest, worker) and the signature bytes, as relayed in calldata.
 CalldataAnswer = tuple[tuple[int, int, bytes, str], bytes]
+# A settlement as posted with `settle`, and the requester's signature over it.
+SettleCall = tuple[Settlement, bytes]
 
 
 @dataclass
@@ -61,6 +67,7 @@ class ChainHistory:
     state: ChainState
     rpc_seconds: float = 0.0
     decode_seconds: float = 0.0
+    settle_calls: dict[str, list[SettleCall] | None] = field(default_factory=dict)  # tx -> settle calldata
 
 
 def parse_address(text: str, what: str = "--escrow") -> str:
@@ -81,6 +88,18 @@ def decode_submit_calldata(data: bytes) -> list[CalldataAnswer] | None:
         return decode_submit_args_strict(data[4:])
     except Exception:  # noqa: BLE001 - eth-abi raises many unrelated types on malformed input
         return None
+
+
+def decode_settle_calldata(data: bytes) -> list[SettleCall] | None:
+    """The settlement and signature of one `settle` call; None if it is not one."""
+    if data[:4] != SETTLE_SELECTOR:
+        return None
+    try:
+        (batch_id, sequence, root, total, manifest, words), signature = abi_decode(SETTLE_TYPES, data[4:])
+    except Exception:  # noqa: BLE001 - eth-abi raises many unrelated types on malformed input
+        return None
+    settled = tuple(SettledWord(checksum(worker), index, bits) for worker, index, bits in words)
+    return [(Settlement(batch_id, sequence, root, total, manifest, settled), signature)]
 
 
 class Scanner:
@@ -109,7 +128,9 @@ class Scanner:
         events = self._events(addresses, from_block, to_block)
         submit_txs = {e.transaction_hash for e in events if e.name in SUBMISSION_EVENTS and e.address == self.escrow}
         review_txs = {e.transaction_hash for e in events if e.name in REVIEW_EVENTS and e.address == self.escrow}
-        submissions, senders = self._transactions(sorted(submit_txs), sorted(review_txs))
+        settle_txs = {e.transaction_hash for e in events if e.name == "SettlementPosted" and e.address == self.escrow}
+        submissions, senders, settle_calls = self._transactions(sorted(submit_txs), sorted(review_txs),
+                                                                sorted(settle_txs))
         blocks = {e.block_number for e in events if e.address == self.escrow} | {to_block}
         block_times = self._timestamps(sorted(blocks))
         state = self._state(events, reputation, to_block)
@@ -118,7 +139,7 @@ class Scanner:
             to_block=to_block, to_timestamp=block_times[to_block], events=events,
             submissions=submissions, senders=senders, block_times=block_times, state=state,
             rpc_seconds=time.perf_counter() - started - self.decode_seconds,
-            decode_seconds=self.decode_seconds,
+            decode_seconds=self.decode_seconds, settle_calls=settle_calls,
         )
 
     # -- logs and transactions --------------------------------------------------------
@@ -156,14 +177,15 @@ class Scanner:
         self.decode_seconds += time.perf_counter() - began
         return events
 
-    def _transactions(self, submit_txs: list[str], review_txs: list[str]):
-        txs = submit_txs + [tx for tx in review_txs if tx not in set(submit_txs)]
+    def _transactions(self, submit_txs: list[str], review_txs: list[str], settle_txs: list[str]):
+        txs = list(dict.fromkeys(submit_txs + review_txs + settle_txs))
         self.progress.begin("reading transactions", len(txs))
         replies = self.rpc.batch([("eth_getTransactionByHash", [tx]) for tx in txs])
         self.progress.advance(len(txs))
         self.progress.end()
-        wanted = set(submit_txs)
+        wanted, settles = set(submit_txs), set(settle_txs)
         submissions: dict[str, list[CalldataAnswer] | None] = {}
+        settle_calls: dict[str, list[SettleCall] | None] = {}
         senders: dict[str, tuple[str, str | None]] = {}
         began = time.perf_counter()
         for tx_hash, tx in zip(txs, replies):
@@ -171,25 +193,27 @@ class Scanner:
                 raise AuditError(f"the node does not know transaction {tx_hash} it logged")
             to = to_checksum_address(tx["to"]) if tx.get("to") else None
             senders[tx_hash] = (to_checksum_address(tx["from"]), to)
-            if tx_hash in wanted:
-                direct = decode_submit_calldata(bytes.fromhex(tx["input"][2:])) if to == self.escrow else None
-                submissions[tx_hash] = direct if direct is not None else self._traced_submissions(tx_hash)
+            for calls, decode, kept in ((wanted, decode_submit_calldata, submissions),
+                                        (settles, decode_settle_calldata, settle_calls)):
+                if tx_hash in calls:
+                    direct = decode(bytes.fromhex(tx["input"][2:])) if to == self.escrow else None
+                    kept[tx_hash] = direct if direct is not None else self._traced(tx_hash, decode)
         self.decode_seconds += time.perf_counter() - began
-        return submissions, senders
+        return submissions, senders, settle_calls
 
-    def _traced_submissions(self, tx_hash: str) -> list[CalldataAnswer] | None:
-        """submitAnswers reached through another contract: find the inner calls in a call trace."""
+    def _traced(self, tx_hash: str, decode) -> list | None:
+        """submitAnswers or settle reached through another contract: the inner calls in a call trace."""
         try:
             trace = self.rpc.call("debug_traceTransaction", tx_hash, {"tracer": "callTracer"})
         except RpcError:
             return None
-        found: list[CalldataAnswer] = []
+        found: list = []
         stack = [trace] if isinstance(trace, dict) else []
         while stack:
             frame = stack.pop(0)
             to = frame.get("to")
             if to and to_checksum_address(to) == self.escrow and frame.get("type") == "CALL":
-                decoded = decode_submit_calldata(bytes.fromhex(frame.get("input", "0x")[2:]))
+                decoded = decode(bytes.fromhex(frame.get("input", "0x")[2:]))
                 if decoded is not None and not frame.get("error"):
                     found.extend(decoded)
             stack[0:0] = frame.get("calls") or []

@@ -5,7 +5,9 @@ Each SettlementPosted names its manifest by CID. The auditor fetches it from the
 to the chain: its root, total and answers must be the ones posted; every answer's signature
 must recover to its worker (re-verified here, in the audit's recovery pool, like direct
 answers); every leaf must be exactly the worker's validly signed, settled answers x reward; and
-every claim must be a leaf of the root in force when it was made. The manifest's own rules
+every claim must be a leaf of the root in force when it was made. The requester's signature
+on the settlement itself is recovered from the `settle` calldata, as the escrow did, and must
+be the batch's requester's. The manifest's own rules
 (earnings arithmetic, tree, links between manifests) are judged by the protocol module's
 verify_manifest, whose reasons a `settlement_manifest_unsound` finding carries.
 """
@@ -22,7 +24,7 @@ from kempelen.audit.settlement_replay import ClaimRef, SettlementRef
 from kempelen.errors import InvalidCID, KempelenError
 from kempelen.protocol.cid import CID, raw_cid
 from kempelen.protocol.settlement import ManifestAnswer, SettlementManifest, verify_manifest
-from kempelen.protocol.signing import Domain
+from kempelen.protocol.signing import Domain, SignatureError, recover
 
 SHOWN_PROBLEMS = 6  # reasons quoted in one finding's message
 
@@ -162,6 +164,42 @@ def claim_findings(claims: list[ClaimRef], loaded: list[LoadedManifest]) -> list
                                     block=e.block_number, tx=e.transaction_hash, batch=claim.batch,
                                     worker=claim.worker))
     return findings
+
+
+def requester_signature_findings(settlements: list[SettlementRef], settle_calls: dict[str, list | None],
+                                 replay: Replay, chain_id: int, escrow: str) -> list[Finding]:
+    """Each settlement was signed by its batch's requester: recovered from the calldata that posted
+    it under this chain's and escrow's domain, not taken from the escrow's word."""
+    domain, findings = Domain(chain_id, escrow), []
+    for ref in settlements:
+        calls = settle_calls.get(ref.event.transaction_hash)
+        if calls is None:
+            findings.append(Finding(SIGNATURES, "settlement_calldata_unavailable", f"settlement {ref.sequence}: no "
+                                    "settle call to the escrow found in its transaction: the requester's signature "
+                                    "was not verified", **_where(ref)))
+            continue
+        posted = [(settlement, signature) for settlement, signature in calls
+                  if (settlement.batch_id, settlement.sequence) == (ref.batch, ref.sequence)]
+        if not posted or not _is_posted(posted[0][0], ref):
+            findings.append(Finding(SIGNATURES, "settlement_not_in_calldata", f"settlement {ref.sequence} as logged "
+                                    "is not the one its transaction's settle call carries", **_where(ref)))
+            continue
+        settlement, signature = posted[0]
+        requester = replay.batches[ref.batch].totals.requester
+        try:
+            signer = recover(domain.digest(settlement.struct_hash()), signature)
+        except SignatureError as exc:
+            signer = f"nobody ({exc})"
+        if signer != requester:
+            findings.append(Finding(SIGNATURES, "settlement_bad_requester_signature", f"settlement {ref.sequence} is "
+                                    f"signed by {signer}, not the batch's requester {requester}", **_where(ref)))
+    return findings
+
+
+def _is_posted(settlement, ref: SettlementRef) -> bool:
+    """The calldata's settlement is the logged one: root, total, manifest and answers."""
+    return (settlement.root, settlement.cumulative_total, settlement.manifest_cid, settlement.settled) == (
+        ref.root, ref.cumulative_total, ref.manifest_raw, ref.words)
 
 
 def _where(ref: SettlementRef) -> dict:

@@ -104,26 +104,28 @@ def run(work_dir: Path) -> dict:
     large: dict[str, list[float]] = {}
     small: dict[str, list[float]] = {}
 
-    def timed(table: dict[str, list[float]], name: str, fn) -> None:
+    def timed(table: dict[str, list[float]], name: str, fn, written: Path | None = None) -> None:
         table.setdefault(name, []).append(_timed(fn))
+        if written is not None:  # gone at once, so no later measurement waits on its writeback
+            shutil.rmtree(written) if written.is_dir() else written.unlink()
 
     rss_before_large = _rss_mib()
-    for n in range(LARGE_ROUNDS):
+    for _ in range(LARGE_ROUNDS):
         timed(large, "sha256", lambda: _sha256_stream(LARGE_SIZE))
         timed(large, "hash_only", lambda: import_stream(GeneratedFile(LARGE_SIZE), lambda c, b: None))
-        for layout in ("packs", "flatfs"):
-            store = ContentStore(work_dir / f"{layout}-{n}", layout=layout)
-            name = "add" if layout == "packs" else "flatfs_add"
-            timed(large, name, lambda s=store: s.put(GeneratedFile(LARGE_SIZE)))
-        timed(large, "plain_appends", lambda d=work_dir / f"append-{n}": _append_file(d, LARGE_SIZE))
-        timed(large, "plain_file_writes", lambda d=work_dir / f"plain-{n}": _write_files(d, LARGE_SIZE))
+        for layout, name in (("packs", "add"), ("flatfs", "flatfs_add")):
+            store = ContentStore(work_dir / layout, layout=layout)
+            timed(large, name, lambda s=store: s.put(GeneratedFile(LARGE_SIZE)), work_dir / layout)
+        appended, plain = work_dir / "appended", work_dir / "plain"
+        timed(large, "plain_appends", lambda a=appended: _append_file(a, LARGE_SIZE), appended)
+        timed(large, "plain_file_writes", lambda p=plain: _write_files(p, LARGE_SIZE), plain)
     rss_after_large = _rss_mib()
 
     payloads = [os.urandom(SMALL_SIZE) for _ in range(SMALL_COUNT)]
-    for n in range(SMALL_ROUNDS):
+    for _ in range(SMALL_ROUNDS):
         for layout in ("packs", "flatfs"):
-            store = ContentStore(work_dir / f"small-{layout}-{n}", layout=layout)
-            timed(small, layout, lambda s=store: [s.put(p) for p in payloads])
+            store = ContentStore(work_dir / layout, layout=layout)
+            timed(small, layout, lambda s=store: [s.put(p) for p in payloads], work_dir / layout)
 
     large_mib = LARGE_SIZE / MiB
     best = {name: min(seconds) for name, seconds in large.items()}

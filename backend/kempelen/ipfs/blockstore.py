@@ -199,10 +199,11 @@ class BackgroundWriter:
     runs at the speed of the slower of the two instead of their sum. Without
     one (a busy machine; the kernel shares CPU between sessions, not threads)
     the thread only adds hand-offs and copies, and inline writes are ~20 %
-    faster. So a long add checks: every `PROBE` threaded blocks it compares
+    faster. So a long add checks: after `PROBE` threaded blocks it compares
     the process's CPU time with wall time, and when it did not get more than
-    one core's worth it writes the next `INLINE` blocks itself, then tries
-    the thread again.
+    one core's worth it writes the next blocks itself, then tries the thread
+    again; each failed try doubles the inline stretch (`INLINE` up to
+    `INLINE_MAX` blocks), so a busy machine pays little for the probing.
 
     At most `max_pending` blocks wait in memory (2 MiB at 256 KiB), keeping
     memory flat in file size. The first block is written inline and the
@@ -211,8 +212,9 @@ class BackgroundWriter:
     blocks written by then are indexed either way (each one is whole).
     """
 
-    PROBE = 32
-    INLINE = 128
+    PROBE = 16
+    INLINE = 64
+    INLINE_MAX = 1024
     PARALLEL = 1.15  # CPU seconds per wall second that show the thread ran beside the caller
 
     def __init__(self, store: FileBlockstore, max_pending: int = 8) -> None:
@@ -223,6 +225,7 @@ class BackgroundWriter:
         self._pending: deque[Future[None]] = deque()
         self._blocks = 0
         self._threaded = True
+        self._inline_for = self.INLINE
         self._stretch = 0  # blocks written in the current mode
         self._mark = (0.0, 0.0)  # wall and CPU clocks when the stretch began
 
@@ -249,13 +252,16 @@ class BackgroundWriter:
         if self._threaded and self._stretch > self.PROBE:
             wall = time.perf_counter() - self._mark[0]
             cpu = time.process_time() - self._mark[1]
-            if cpu < self.PARALLEL * wall:
+            if cpu >= self.PARALLEL * wall:
+                self._inline_for = self.INLINE
+            else:
                 self._threaded = False
                 while self._pending:  # from here on the caller writes: one writer at a time
                     self._pending.popleft().result()
             self._stretch = 0
-        elif not self._threaded and self._stretch > self.INLINE:
+        elif not self._threaded and self._stretch > self._inline_for:
             self._threaded, self._stretch = True, 0
+            self._inline_for = min(2 * self._inline_for, self.INLINE_MAX)
 
     def __enter__(self) -> Self:
         self._write = self._session.__enter__()
