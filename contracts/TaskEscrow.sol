@@ -522,16 +522,17 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         if ((word >> TIMESTAMP_SHIFT) + run.reviewWindow >= block.timestamp) return word; // window open
         uint256 overdue = word & PENDING_LANES & ~(word >> 1); // lanes whose status is 01
         if (overdue == 0) return word;
-        uint256 first = taskIndex - taskIndex % TASKS_PER_WORD;
         uint256 count;
+        uint256 tasks; // bit b: task first + b of the group
         uint256 lane;
         for (uint256 lanes = overdue; lanes != 0; lanes >>= 2) {
             if (lanes & 1 != 0) {
-                emit AnswerReleased(uint64(run.batchId), worker, uint32(first + lane));
+                tasks |= 1 << lane;
                 ++count;
             }
             ++lane;
         }
+        emit AnswersReleased(uint64(run.batchId), worker, uint32(taskIndex - taskIndex % TASKS_PER_WORD), tasks);
         word ^= overdue * (PENDING ^ PAID); // 01 -> 10 in each overdue lane
         _store(wordSlot, word);
         run.pending -= count;
@@ -687,30 +688,28 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         run.reward = b.reward;
         run.reviewWindow = b.reviewWindow;
 
-        uint256 key; // of the answer word in `word`, written back when the key changes
+        uint256 key; // of the answer word in `word`: written back, with its event, when the key changes
         uint256 word;
+        uint256 tasks; // answers reviewed in that word: bit b = task b of its group
         for (uint256 i; i < answers.length;) {
             (address worker, uint32 taskIndex) = _refAt(answers, i);
             uint256 nextKey = _answerKey(batchId, worker, taskIndex);
             if (nextKey != key) {
-                if (key != 0) _answerWords[key] = word;
+                if (key != 0) _closeGroup(run, key, word, tasks, reasonCid);
                 key = nextKey;
                 word = _answerWords[nextKey];
+                tasks = 0;
             }
             word = _settle(run, word, worker, taskIndex);
-            if (outcome == IReputation.Outcome.Approved) {
-                emit AnswerApproved(batchId, worker, taskIndex);
-            } else if (outcome == IReputation.Outcome.Released) {
-                emit AnswerReleased(batchId, worker, taskIndex);
-            } else {
-                _reopenTask(batchId, taskIndex);
-                emit AnswerRejected(batchId, worker, taskIndex, reasonCid);
+            unchecked {
+                tasks |= 1 << (taskIndex % TASKS_PER_WORD);
             }
+            if (outcome == IReputation.Outcome.Rejected) _reopenTask(batchId, taskIndex);
             unchecked {
                 ++i;
             }
         }
-        if (key != 0) _answerWords[key] = word;
+        if (key != 0) _closeGroup(run, key, word, tasks, reasonCid);
         _creditRun(run);
 
         b.pending -= uint40(answers.length);
@@ -747,6 +746,27 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         }
         // Pending (01) becomes Paid (10) or Rejected (11).
         return word ^ ((outcome == IReputation.Outcome.Rejected ? PENDING ^ REJECTED : PENDING ^ PAID) << shift);
+    }
+
+    /// Writes back a reviewed answer word and says which of its answers the review settled.
+    function _closeGroup(ReviewRun memory run, uint256 key, uint256 word, uint256 tasks, bytes memory reasonCid)
+        private
+    {
+        _answerWords[key] = word;
+        uint64 batchId = uint64(run.batchId);
+        address worker = address(uint160(key));
+        uint32 firstTask;
+        unchecked {
+            firstTask = uint32(((key >> 160) & type(uint32).max) * TASKS_PER_WORD); // see _answerKey
+        }
+        IReputation.Outcome outcome = run.outcome;
+        if (outcome == IReputation.Outcome.Approved) {
+            emit AnswersApproved(batchId, worker, firstTask, tasks);
+        } else if (outcome == IReputation.Outcome.Released) {
+            emit AnswersReleased(batchId, worker, firstTask, tasks);
+        } else {
+            emit AnswersRejected(batchId, worker, firstTask, tasks, reasonCid);
+        }
     }
 
     /// A rejected answer frees its task's slot for another worker.

@@ -3,7 +3,7 @@ pragma solidity ^0.8.24;
 
 /// @title Kempelen reputation: on-chain review outcomes of workers and of requesters.
 /// @notice Only escrows the owner authorized may record outcomes, so every counter is
-/// backed by an escrow event (AnswerApproved / AnswerRejected / AnswerReleased).
+/// backed by an escrow event (AnswersApproved / AnswersRejected / AnswersReleased).
 /// Workers judge requesters by the same counters (rejection rate, share auto-released).
 interface IReputation {
     enum Outcome {

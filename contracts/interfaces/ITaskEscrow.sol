@@ -19,7 +19,7 @@ pragma solidity ^0.8.24;
 /// batch's review window (answers share one storage word per group to keep submission cheap;
 /// a worker's later answer can therefore only delay, never shorten, an earlier answer's review).
 /// A window never re-opens: before `submitAnswers` considers an answer, the worker's pending
-/// answers in its group whose window has closed are released (AnswerReleased, as `release`).
+/// answers in its group whose window has closed are released (AnswersReleased, as `release`).
 interface ITaskEscrow {
     enum AnswerStatus {
         None,
@@ -108,12 +108,16 @@ interface ITaskEscrow {
         uint64 indexed batchId, address indexed worker, address indexed relayer, uint32 taskIndex, bytes32 answerDigest
     );
     event AnswerSkipped(uint64 indexed batchId, address indexed worker, uint32 taskIndex, SkipReason reason);
-    /// Credits batch.reward to the worker.
-    event AnswerApproved(uint64 indexed batchId, address indexed worker, uint32 taskIndex);
-    /// Returns batch.reward to the batch's funds.
-    event AnswerRejected(uint64 indexed batchId, address indexed worker, uint32 taskIndex, bytes reasonCid);
-    /// Credits batch.reward to the worker after the review deadline passed unreviewed.
-    event AnswerReleased(uint64 indexed batchId, address indexed worker, uint32 taskIndex);
+    /// Review events name the answers of one worker in one group of 96 tasks at once: task
+    /// `firstTask + b` for every set bit b of `tasks` (firstTask a multiple of 96, b < 96).
+    /// One event per (worker, group) run of a review call, instead of one per answer, keeps a
+    /// review at a few hundred gas of log per answer.
+    /// Credits batch.reward per answer to the worker.
+    event AnswersApproved(uint64 indexed batchId, address indexed worker, uint32 firstTask, uint256 tasks);
+    /// Returns batch.reward per answer to the batch's funds and reopens each task's slot.
+    event AnswersRejected(uint64 indexed batchId, address indexed worker, uint32 firstTask, uint256 tasks, bytes reasonCid);
+    /// Credits batch.reward per answer to the worker after the review deadline passed unreviewed.
+    event AnswersReleased(uint64 indexed batchId, address indexed worker, uint32 firstTask, uint256 tasks);
     event BonusPaid(uint64 indexed batchId, address indexed worker, uint256 amount, bytes reasonCid);
     event BatchExtended(uint64 indexed batchId, uint40 deadline, uint8 answersPerTask, uint256 topUp);
     event BatchReclaimed(uint64 indexed batchId, address indexed requester, uint256 amount);

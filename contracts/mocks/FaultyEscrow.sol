@@ -125,7 +125,7 @@ contract FaultyEscrow is EIP712("Kempelen", "1") {
             }
             _status[key] = PAID;
             _balances[address(0)][worker] += b.reward;
-            emit ITaskEscrow.AnswerApproved(batchId, worker, task);
+            emit ITaskEscrow.AnswersApproved(batchId, worker, task - task % 96, uint256(1) << (task % 96));
         }
     }
 
@@ -139,7 +139,7 @@ contract FaultyEscrow is EIP712("Kempelen", "1") {
             _status[key] = REJECTED;
             b.pending -= 1;
             b.funds += b.reward;
-            emit ITaskEscrow.AnswerRejected(batchId, worker, task, reasonCid);
+            emit ITaskEscrow.AnswersRejected(batchId, worker, task - task % 96, uint256(1) << (task % 96), reasonCid);
         }
     }
 
@@ -153,7 +153,7 @@ contract FaultyEscrow is EIP712("Kempelen", "1") {
             _status[key] = PAID;
             b.pending -= 1;
             _balances[address(0)][worker] += b.reward;
-            emit ITaskEscrow.AnswerReleased(batchId, worker, task);
+            emit ITaskEscrow.AnswersReleased(batchId, worker, task - task % 96, uint256(1) << (task % 96));
         }
     }
 

@@ -206,7 +206,7 @@ def test_fast_decoders_agree_with_eth_abi_on_the_real_history(honest):
              "address": [honest["deployment"].escrow, honest["deployment"].reputation]}
     logs = httpx.post(honest["url"], json={"jsonrpc": "2.0", "id": 1, "method": "eth_getLogs",
                                            "params": [query]}).json()["result"]
-    assert len(logs) > 200
+    assert len(logs) > 100  # review events name a worker's answers per 96-task group, one log each
     assert_decoder_matches_web3(honest["url"], query, logs)
     submits = {log["transactionHash"] for log in logs if log["topics"][0] == EventDecoder(abis[0]).topics(
         "AnswerSubmitted")[0]}

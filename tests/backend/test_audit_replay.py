@@ -53,6 +53,11 @@ def submit(stream: Stream, task: int, at: int) -> None:
                answerDigest=bytes(32))
 
 
+def review(stream: Stream, name: str, at: int, task: int, **extra) -> None:
+    """A review event naming one answer (the escrow names a worker's answers per 96-task group)."""
+    stream.add(name, at, batchId=1, worker=WORKER, firstTask=task - task % 96, tasks=1 << task % 96, **extra)
+
+
 def replay(stream: Stream) -> Replay:
     return Replay(ESCROW, stream.times(), {}).run(stream.events)
 
@@ -67,10 +72,10 @@ def test_review_deadline_follows_the_latest_submission_of_the_96_task_group():
     submit(s, 0, 1_000)
     submit(s, 96, 1_000)  # another group: its own clock
     submit(s, 1, 1_400)  # same group as task 0: moves task 0's deadline to 2_000
-    s.add("AnswerApproved", 1_900, batchId=1, worker=WORKER, taskIndex=0)  # in time by the group rule
-    s.add("AnswerApproved", 1_900, batchId=1, worker=WORKER, taskIndex=96)  # 1_600 passed
-    s.add("AnswerReleased", 1_950, batchId=1, worker=WORKER, taskIndex=1)  # window open until 2_000
-    s.add("AnswerReleased", 2_001, batchId=1, worker=WORKER, taskIndex=0)  # already paid
+    review(s, "AnswersApproved", 1_900, 0)  # in time by the group rule
+    review(s, "AnswersApproved", 1_900, 96)  # 1_600 passed
+    review(s, "AnswersReleased", 1_950, 1)  # window open until 2_000
+    review(s, "AnswersReleased", 2_001, 0)  # already paid
     assert codes(replay(s).findings) == [
         ("reviewed_after_window", 96), ("released_inside_window", 1), ("paid_twice", 0)]
 
@@ -79,9 +84,9 @@ def test_payouts_without_answer_after_rejection_and_reclaims_before_the_deadline
     s = Stream()
     batch(s, tasks=2)
     submit(s, 0, 100)
-    s.add("AnswerRejected", 200, batchId=1, worker=WORKER, taskIndex=0, reasonCid=b"")
-    s.add("AnswerApproved", 300, batchId=1, worker=WORKER, taskIndex=0)
-    s.add("AnswerReleased", 4_000, batchId=1, worker=WORKER, taskIndex=1)
+    review(s, "AnswersRejected", 200, 0, reasonCid=b"")
+    review(s, "AnswersApproved", 300, 0)
+    review(s, "AnswersReleased", 4_000, 1)
     s.add("BatchReclaimed", 4_500, batchId=1, requester=REQUESTER, amount=0)
     found = replay(s).findings
     assert codes(found) == [("paid_after_rejection", 0), ("payout_without_answer", 1),
@@ -101,8 +106,8 @@ def test_reputation_must_record_every_review_and_its_counters_must_add_up():
     batch(s, tasks=2)
     submit(s, 0, 100)
     submit(s, 1, 100)
-    s.add("AnswerApproved", 200, batchId=1, worker=WORKER, taskIndex=0)
-    s.add("AnswerApproved", 300, batchId=1, worker=WORKER, taskIndex=1)
+    review(s, "AnswersApproved", 200, 0)
+    review(s, "AnswersApproved", 300, 1)
     review_tx = s.events[-1].transaction_hash
     # Only the first approval is recorded, and in a transaction of its own.
     s.add("OutcomeRecorded", 200, REPUTATION, worker=WORKER, requester=REQUESTER, outcome=0, count=1)
@@ -143,7 +148,7 @@ def test_one_answer_one_path_either_way_round():
     batch(s)
     submit(s, 0, 100)
     submit(s, 1, 100)
-    s.add("AnswerRejected", 200, batchId=1, worker=WORKER, taskIndex=1, reasonCid=b"\x01")
+    review(s, "AnswersRejected", 200, 1, reasonCid=b"\x01")
     settle(s, 300, 1, [(WORKER, 0), (WORKER, 1), (WORKER, 195)])  # 0 is pending; 1 was rejected: fine
     submit(s, 195, 400)  # settled already
     settle(s, 500, 2, [(WORKER, 195)], total=4 * REWARD)  # settled twice

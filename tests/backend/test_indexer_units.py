@@ -53,13 +53,13 @@ def test_log_decoder_equals_event_decoder_then_event_row():
     common = {"address": ESCROW, "blockHash": "0x" + "ab" * 32, "blockNumber": "0x10",
               "transactionHash": "0x" + "cd" * 32, "transactionIndex": "0x2", "logIndex": "0x7"}
     submitted = reference.topics("AnswerSubmitted")[0]
-    rejected = reference.topics("AnswerRejected")[0]
+    rejected = reference.topics("AnswersRejected")[0]
     reason = raw_cid(digest).to_bytes()
     logs = [
         {**common, "topics": [submitted, topic(2**64 - 1), topic(WORKER), topic(RELAYER)],
          "data": "0x" + word(3) + digest.hex()},
         {**common, "topics": [rejected, topic(9), topic(WORKER)],
-         "data": "0x" + word(3) + word(64) + word(len(reason)) + reason.hex().ljust(64 * 2, "0")},
+         "data": "0x" + word(96) + word(2**95 + 9) + word(96) + word(len(reason)) + reason.hex().ljust(64 * 2, "0")},
     ]
     for log in logs:
         assert fast.row(log) == event_row(5, reference.decode(log))
@@ -105,6 +105,9 @@ def created(batch_id: int, block: int) -> dict:
 
 
 def answer(name: str, block: int, task: int = 0, **extra) -> dict:
+    if name.startswith("Answers"):  # review events name a worker's answers per 96-task group
+        return row(name, block, batchId=1, worker=WORKER, firstTask=task - task % 96, tasks=str(1 << task % 96),
+                   **extra)
     return row(name, block, batchId=1, worker=WORKER, taskIndex=task, **extra)
 
 
@@ -112,7 +115,7 @@ def test_projection_follows_money_and_status():
     digest = "0x" + "11" * 32
     rows = [created(1, 1), answer("AnswerSubmitted", 2, relayer=RELAYER, answerDigest=digest),
             answer("AnswerSubmitted", 2, task=1, relayer=RELAYER, answerDigest=digest),
-            answer("AnswerApproved", 3), answer("AnswerRejected", 3, task=1, reasonCid="0x01"),
+            answer("AnswersApproved", 3), answer("AnswersRejected", 3, task=1, reasonCid="0x01"),
             row("BatchExtended", 4, batchId=1, deadline=200, answersPerTask=2, topUp=7),
             row("Withdrawn", 5, account=WORKER, token="0xT", amount=str(10**20))]
     changes = project(1, rows, {})
@@ -129,7 +132,7 @@ def test_projection_follows_money_and_status():
 
 
 def test_projection_prices_older_batches_with_given_terms_and_skips_unknown_ones():
-    review = [answer("AnswerReleased", 9)]
+    review = [answer("AnswersReleased", 9)]
     known = project(1, review, {1: BatchTerms("0xT", 3, 1)})
     assert known.reviews[(1, WORKER, 0)]["status"] == "released"
     assert known.balances == {("0xT", WORKER): [3, 0]}

@@ -207,6 +207,15 @@ def accepted(tx):
     return [(e["worker"], e["taskIndex"]) for e in tx.events["AnswerSubmitted"]]
 
 
+def reviewed(tx, event: str) -> list[tuple[int, str, int]]:
+    """(batchId, worker, taskIndex) of every answer the review events `event` of `tx` name, in
+    emission order (AnswersApproved / AnswersRejected / AnswersReleased: a 96-task bitmap each)."""
+    if event not in tx.events:
+        return []
+    return [(e["batchId"], e["worker"], e["firstTask"] + b)
+            for e in tx.events[event] for b in range(96) if e["tasks"] >> b & 1]
+
+
 def status(escrow, batch_id, who, task_index) -> int:
     return escrow.answerStatus(batch_id, who, task_index)[0]
 

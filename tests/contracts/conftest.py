@@ -6,7 +6,7 @@ tests are independent and cheap. Helpers other test modules reuse:
     sign_answers(escrow, [(worker, batch_id, task_index), ...], compact=False) -> (answers, sigs)
     new_batch(escrow, requester, token=..., **terms) -> batch id (ETH if token is None)
     revert_msg("EscrowUnknownBatch", 7) -> the string `brownie.reverts` compares against
-    settled(tx, "AnswerApproved") -> [(worker, taskIndex), ...] in emission order
+    settled(tx, "AnswersApproved") -> [(worker, taskIndex), ...] in emission order
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import pytest
 from brownie import Reputation, TaskEscrow, TestStablecoin, accounts, chain
 from eth_account import Account
 from eth_hash.auto import keccak
+
+from _helpers import reviewed  # noqa: F401  (re-exported for the tests importing from conftest)
 
 from kempelen.protocol.signing import Answer, Domain, Withdrawal, answer_digest, permit_typed_data, sign, to_compact
 
@@ -119,7 +121,7 @@ def new_batch(escrow, requester, token=None, **overrides) -> int:
 
 
 def settled(tx, event: str) -> list[tuple[str, int]]:
-    return [(e["worker"], e["taskIndex"]) for e in tx.events[event]] if event in tx.events else []
+    return [(worker, task) for _, worker, task in reviewed(tx, event)]
 
 
 def ints(values) -> tuple[int, ...]:

@@ -9,7 +9,7 @@ reclaim / bonus / extend / block / forced ETH / time passing. After every step:
   plus a surplus that is zero unless ETH was forced in; and the same numbers from the model;
 - answer statuses, review deadlines and per-task answer counts equal the model's;
 - Reputation counters equal what the escrow's review events imply;
-- no answer is paid twice (every AnswerApproved/AnswerReleased key is new).
+- no answer is paid twice (every answer AnswersApproved/AnswersReleased names is new).
 
 Block timestamps are made deterministic (one second per block, anvil_setBlockTimestampInterval)
 so the model knows the time of the next transaction; time passes by mining empty blocks.
@@ -49,6 +49,7 @@ from _helpers import (  # noqa: F401  (fixtures)
     signed_answer,
     token_balance,
     withdrawal_signature,
+    reviewed,
     worker,
 )
 from brownie import ForceSend, accounts, chain, web3
@@ -246,7 +247,7 @@ class EscrowModel:
         self.nonces = {}
         self.blocked = set()  # (requester, worker)
         self.surplus = {ETH: 0, self.usdc.address: 0}
-        self.paid = set()  # (batch, worker, task) of every AnswerApproved / AnswerReleased
+        self.paid = set()  # (batch, worker, task) of every answer approved or released
         self.worker_rep = {}  # worker -> [approved, rejected, released]
         self.requester_rep = {}
         self.seen = {
@@ -555,8 +556,7 @@ class EscrowModel:
         assert tx.timestamp == t
         # Answers whose window had closed were released before a later answer of their worker
         # could move the group's clock (never a second window for the requester).
-        got = [(e["batchId"], e["worker"], e["taskIndex"]) for e in tx.events["AnswerReleased"]] \
-            if "AnswerReleased" in tx.events else []
+        got = reviewed(tx, "AnswersReleased")
         assert got == released, (got, released)
         for reasons in expected:
             self._count(f"submit:{'skip' if reasons else 'ok'}")
@@ -646,8 +646,8 @@ class EscrowModel:
         )
         if tx is None:
             return
-        name = ["AnswerApproved", "AnswerRejected", "AnswerReleased"][outcome]
-        assert [(e["batchId"], e["worker"], e["taskIndex"]) for e in tx.events[name]] == picks
+        name = ["AnswersApproved", "AnswersRejected", "AnswersReleased"][outcome]
+        assert sorted(reviewed(tx, name)) == sorted(picks)
         for key in picks:
             _, who, task = key
             self.answers[key] = [PAID, REJECTED, PAID][outcome]

@@ -1,7 +1,7 @@
 """approve / reject / release: strict review of pending answers inside or after their window."""
 
 from brownie import ZERO_ADDRESS, chain
-from conftest import DAY, REASON_CID, ints, refs, reverts, settled, status
+from conftest import DAY, REASON_CID, ints, refs, reverts, reviewed, settled, status
 
 NONE, PENDING, PAID, REJECTED = range(4)
 APPROVED, REJECTED_OUTCOME, RELEASED = range(3)
@@ -18,10 +18,12 @@ def test_approve_credits_workers_and_records_reputation(escrow, reputation, requ
     reward = escrow.batch(eth_batch)["reward"]
     tx = escrow.approve(eth_batch, refs(entries), {"from": requester})
 
-    assert [dict(e) for e in tx.events["AnswerApproved"]] == [
-        {"batchId": eth_batch, "worker": w.address, "taskIndex": t} for w, _, t in entries
+    # consecutive answers of one worker in one 96-task group: one event, one credit, one record
+    assert [dict(e) for e in tx.events["AnswersApproved"]] == [
+        {"batchId": eth_batch, "worker": workers[0].address, "firstTask": 0, "tasks": 0b11},
+        {"batchId": eth_batch, "worker": workers[1].address, "firstTask": 0, "tasks": 0b1},
     ]
-    # consecutive answers of one worker: one credit, one reputation record
+    assert reviewed(tx, "AnswersApproved") == [(eth_batch, w.address, t) for w, _, t in entries]
     assert outcomes(tx) == [(workers[0], requester, APPROVED, 2), (workers[1], requester, APPROVED, 1)]
     assert escrow.balanceOf(ZERO_ADDRESS, workers[0]) == 2 * reward
     assert escrow.balanceOf(ZERO_ADDRESS, workers[1]) == reward
@@ -74,8 +76,9 @@ def test_reject_returns_reward_and_reopens_the_task(escrow, reputation, requeste
     owed = escrow.totalOwed(ZERO_ADDRESS)
     tx = escrow.reject(eth_batch, refs([(workers[0], 2), (workers[1], 2)]), REASON_CID, {"from": requester})
 
-    assert [dict(e) for e in tx.events["AnswerRejected"]] == [
-        {"batchId": eth_batch, "worker": w.address, "taskIndex": 2, "reasonCid": "0x" + REASON_CID.hex()}
+    assert [dict(e) for e in tx.events["AnswersRejected"]] == [
+        {"batchId": eth_batch, "worker": w.address, "firstTask": 0, "tasks": 1 << 2,
+         "reasonCid": "0x" + REASON_CID.hex()}
         for w in workers[:2]
     ]
     assert outcomes(tx) == [(workers[0], requester, REJECTED_OUTCOME, 1), (workers[1], requester, REJECTED_OUTCOME, 1)]
@@ -109,9 +112,8 @@ def test_release_after_review_window_by_anyone(escrow, reputation, requester, ou
     chain.sleep(3 * DAY + 10)
     tx = escrow.release(eth_batch, refs(entries), {"from": outsider})
 
-    assert [dict(e) for e in tx.events["AnswerReleased"]] == [
-        {"batchId": eth_batch, "worker": w.address, "taskIndex": t} for w, _, t in entries
-    ]
+    assert reviewed(tx, "AnswersReleased") == [(eth_batch, w.address, t) for w, _, t in entries]
+    assert len(tx.events["AnswersReleased"]) == 2  # one per worker and group
     assert outcomes(tx) == [(workers[0], requester, RELEASED, 1), (workers[1], requester, RELEASED, 2)]
     reward = escrow.batch(eth_batch)["reward"]
     assert escrow.balanceOf(ZERO_ADDRESS, workers[1]) == 2 * reward
@@ -143,4 +145,4 @@ def test_usdc_review_round_trip(escrow, stablecoin, funded_requester, usdc_batch
     chain.sleep(3 * DAY + 10)
     escrow.release(usdc_batch, refs(entries[3:]), {"from": funded_requester})
     assert escrow.balanceOf(stablecoin, workers[0]) == 3 * 10**6
-    assert settled(escrow.approve(usdc_batch, [], {"from": funded_requester}), "AnswerApproved") == []
+    assert settled(escrow.approve(usdc_batch, [], {"from": funded_requester}), "AnswersApproved") == []

@@ -2,7 +2,7 @@
 given a second window by a later answer of the same worker; it is released first."""
 
 from brownie import ZERO_ADDRESS, chain
-from conftest import DAY, REASON_CID, ints, new_batch, reverts, sign_answers, status
+from conftest import DAY, REASON_CID, ints, new_batch, reverts, reviewed, sign_answers, status
 
 NONE, PENDING, PAID, REJECTED = range(4)
 RELEASED = 2
@@ -19,10 +19,10 @@ def test_a_later_answer_releases_overdue_answers_of_its_group(escrow, reputation
 
     tx = submit([(worker, batch, 7)])
 
-    released = [(e["worker"], e["taskIndex"]) for e in tx.events["AnswerReleased"]]
+    released = [(w, t) for _, w, t in reviewed(tx, "AnswersReleased")]
     assert released == [(worker.address, 0), (worker.address, 5)]  # group 0 only, before the new answer
-    names = [e.name for e in tx.events if e.name in ("AnswerReleased", "AnswerSubmitted")]
-    assert names == ["AnswerReleased", "AnswerReleased", "AnswerSubmitted"]
+    names = [e.name for e in tx.events if e.name in ("AnswersReleased", "AnswerSubmitted")]
+    assert names == ["AnswersReleased", "AnswerSubmitted"]
     assert [ints(status(escrow, batch, worker, t))[0] for t in (0, 5, 7, 100)] == [PAID, PAID, PENDING, PENDING]
     assert escrow.balanceOf(ZERO_ADDRESS, worker) == 2 * reward
     assert escrow.batch(batch)["pending"] == pending - 2 + 1
@@ -41,7 +41,7 @@ def test_inside_the_window_a_later_answer_only_moves_the_clock(escrow, requester
     submit([(worker, batch, 0)])
     chain.sleep(DAY)
     tx = submit([(worker, batch, 1)])
-    assert "AnswerReleased" not in tx.events
+    assert "AnswersReleased" not in tx.events
     assert ints(status(escrow, batch, worker, 0)) == (PENDING, tx.timestamp + 3 * DAY)
 
 
@@ -54,6 +54,6 @@ def test_even_a_skipped_answer_releases_overdue_ones(escrow, requester, relayer,
     answers, signatures = sign_answers(escrow, [(worker, batch, 0)])  # a duplicate: skipped
     tx = escrow.submitAnswers(answers, signatures, {"from": relayer})
     assert [e["reason"] for e in tx.events["AnswerSkipped"]] == [6]  # AlreadyAnswered
-    assert [e["taskIndex"] for e in tx.events["AnswerReleased"]] == [0]
+    assert [t for _, _, t in reviewed(tx, "AnswersReleased")] == [0]
     assert ints(status(escrow, batch, worker, 0))[0] == PAID
     assert escrow.batch(batch)["pending"] == 0  # written back although nothing was accepted

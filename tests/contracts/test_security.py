@@ -521,7 +521,8 @@ def test_release_credits_the_worker_not_the_caller(deployment, reviewed_batch):
         escrow.release(reviewed_batch, [(w, 0)], {"from": d.stranger})  # window still open
     chain.sleep(601)
     tx = escrow.release(reviewed_batch, [(w, 0)], {"from": d.stranger})
-    assert tx.events["AnswerReleased"]["worker"] == w
+    assert tx.events["AnswersReleased"]["worker"] == w
+    assert (tx.events["AnswersReleased"]["firstTask"], tx.events["AnswersReleased"]["tasks"]) == (0, 1)
     assert escrow.balanceOf(ETH, w) == REWARD
     assert escrow.balanceOf(ETH, d.stranger) == 0
     assert status(escrow, reviewed_batch, w, 0) == PAID

@@ -35,6 +35,7 @@ from _helpers import (  # noqa: F401  (fixtures)
     fund_gas,
     mine_at,
     now,
+    reviewed,
     signed_answer,
 )
 from _settlement import SettlementBook, requester_with_key, settled_batch
@@ -196,8 +197,7 @@ class PathsModel:
                 self.funds[batch_id] -= cost
                 self.pending[batch_id] += 1
                 self._credit(self.tokens[batch_id], self.relay, self.fees[batch_id])
-        got = [(e["batchId"], e["worker"], e["taskIndex"]) for e in tx.events["AnswerReleased"]] \
-            if "AnswerReleased" in tx.events else []
+        got = reviewed(tx, "AnswersReleased")
         assert got == released, (got, released)
         return outcome
 

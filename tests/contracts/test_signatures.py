@@ -199,7 +199,7 @@ def test_replay_in_same_transaction_skipped_and_paid_once(deployment, batch):
     assert d.escrow.balanceOf(ETH, d.relay) == RELAY_FEE  # relay fee paid once
 
     tx = d.escrow.approve(batch, [(w, 3)], {"from": d.requester})
-    assert len(tx.events["AnswerApproved"]) == 1
+    assert len(tx.events["AnswersApproved"]) == 1
     assert d.escrow.balanceOf(ETH, w) == REWARD
     # Approving the same answer again is refused, it is not paid twice.
     with brownie.reverts(revert_pattern=r"EscrowAnswerNotPending: .*"):

@@ -25,11 +25,11 @@ from kempelen.audit.model import (
 from kempelen.audit.settlement_replay import SettlementReplay, SettlementState
 from kempelen.errors import InvalidCID
 from kempelen.protocol.cid import CID
-from kempelen.protocol.events import Event
+from kempelen.protocol.events import Event, reviewed_tasks
 
 TASKS_PER_GROUP = 96  # ITaskEscrow: one review clock per worker per 96 tasks of a batch
 PENDING, PAID, REJECTED = "pending", "paid", "rejected"
-OUTCOMES = {"AnswerApproved": 0, "AnswerRejected": 1, "AnswerReleased": 2}  # IReputation.Outcome
+OUTCOMES = {"AnswersApproved": 0, "AnswersRejected": 1, "AnswersReleased": 2}  # IReputation.Outcome
 OUTCOME_NAMES = ("approved", "rejected", "released")
 
 
@@ -232,21 +232,26 @@ class Replay(SettlementReplay):
         self.submitted.append(SubmittedAnswer(batch_id, task, worker, e.args["answerDigest"], e.block_number,
                                               e.transaction_hash, e.log_index))
 
-    def _on_AnswerApproved(self, e: Event) -> None:
-        self._review(e, "approved")
+    def _on_AnswersApproved(self, e: Event) -> None:
+        self._reviews(e, "approved")
 
-    def _on_AnswerReleased(self, e: Event) -> None:
-        self._review(e, "released")
+    def _on_AnswersReleased(self, e: Event) -> None:
+        self._reviews(e, "released")
 
-    def _on_AnswerRejected(self, e: Event) -> None:
-        self._review(e, "rejected")
+    def _on_AnswersRejected(self, e: Event) -> None:
+        self._reviews(e, "rejected")
 
-    def _review(self, e: Event, outcome: str) -> None:
+    def _reviews(self, e: Event, outcome: str) -> None:
+        """A review event names a worker's answers in one 96-task group: each is reviewed alone."""
+        for task in reviewed_tasks(e.args):
+            self._review(e, outcome, task)
+
+    def _review(self, e: Event, outcome: str, task: int) -> None:
         ledger = self._batch(e)
         if ledger is None:
             return
         totals, now = ledger.totals, self._time(e)
-        worker, task = e.args["worker"], e.args["taskIndex"]
+        worker = e.args["worker"]
         where = {"batch": totals.batch, "task": task, "worker": worker}
         answer = self.answers.get((totals.batch, worker, task))
         self.outcomes[e.transaction_hash][(worker, totals.requester, OUTCOMES[e.name])] += 1

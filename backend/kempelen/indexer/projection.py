@@ -14,7 +14,7 @@ from typing import Any
 
 from kempelen.errors import InvalidCID
 from kempelen.protocol.cid import CID, raw_cid
-from kempelen.protocol.events import Event
+from kempelen.protocol.events import REVIEW_OUTCOMES, Event, reviewed_tasks
 from kempelen.protocol.signing import SettledWord
 
 # JSON numbers above 2**53 lose precision in JavaScript and in some JSON readers.
@@ -30,7 +30,7 @@ REPUTATION_COUNTERS = (
     "requester_approved", "requester_rejected", "requester_released",
 )
 _OUTCOMES = ("approved", "rejected", "released")  # IReputation.Outcome order
-_REVIEWS = {"AnswerApproved": "approved", "AnswerRejected": "rejected", "AnswerReleased": "released"}
+_REVIEWS = REVIEW_OUTCOMES
 
 AnswerKey = tuple[int, str, int]  # (batch_id, worker, task_index)
 BalanceKey = tuple[str, str]  # (token, account)
@@ -191,31 +191,34 @@ class Projector:
         delta["relay_fees_paid"] += terms.relay_fee
         self._credit(terms.token, args["relayer"], terms.relay_fee)
 
-    def answer_reviewed(self, row: dict, args: dict) -> None:
+    def answers_reviewed(self, row: dict, args: dict) -> None:
         status = _REVIEWS[row["name"]]
-        batch_id, worker, task_index = int(args["batchId"]), args["worker"], int(args["taskIndex"])
-        key = (batch_id, worker, task_index)
+        batch_id, worker = int(args["batchId"]), args["worker"]
+        tasks = reviewed_tasks(args)
         review = {
             "status": status,
             "reason_cid": cid_text(args["reasonCid"]) if status == "rejected" else None,
             "reviewed_block": row["block_number"], "reviewed_tx": row["transaction_hash"],
         }
-        target = self.changes.answers.get(key)
-        if target is not None:
-            target.update(review)
-        else:
-            self.changes.reviews[key] = review
+        for task_index in tasks:
+            key = (batch_id, worker, task_index)
+            target = self.changes.answers.get(key)
+            if target is not None:
+                target.update(review)
+            else:
+                self.changes.reviews[key] = dict(review)
         terms = self.terms.get(batch_id)
         if terms is None:
             return
+        count = len(tasks)
         delta = self._delta(batch_id, row["block_number"])
-        delta["pending"] -= 1
-        delta[f"answers_{status}"] += 1
+        delta["pending"] -= count
+        delta[f"answers_{status}"] += count
         if status == "rejected":
-            delta["funds"] += terms.reward
+            delta["funds"] += count * terms.reward
         else:
-            delta["rewards_paid"] += terms.reward
-            self._credit(terms.token, worker, terms.reward)
+            delta["rewards_paid"] += count * terms.reward
+            self._credit(terms.token, worker, count * terms.reward)
 
     def bonus_paid(self, row: dict, args: dict) -> None:
         batch_id, amount = int(args["batchId"]), int(args["amount"])
@@ -311,9 +314,9 @@ class Projector:
 _HANDLERS = {
     "BatchCreated": Projector.batch_created,
     "AnswerSubmitted": Projector.answer_submitted,
-    "AnswerApproved": Projector.answer_reviewed,
-    "AnswerRejected": Projector.answer_reviewed,
-    "AnswerReleased": Projector.answer_reviewed,
+    "AnswersApproved": Projector.answers_reviewed,
+    "AnswersRejected": Projector.answers_reviewed,
+    "AnswersReleased": Projector.answers_reviewed,
     "BonusPaid": Projector.bonus_paid,
     "BatchExtended": Projector.batch_extended,
     "BatchReclaimed": Projector.batch_reclaimed,

@@ -164,3 +164,19 @@ class EventDecoder:
 
     def decode_all(self, logs: Iterable[dict]) -> list[Event]:
         return [event for log in logs if (event := self.decode(log)) is not None]
+
+
+# Review events name one worker's answers in one group of 96 tasks (ITaskEscrow): task
+# firstTask + b for every set bit b of `tasks`. Outcome names as IReputation.Outcome orders them.
+REVIEW_OUTCOMES = {"AnswersApproved": "approved", "AnswersRejected": "rejected", "AnswersReleased": "released"}
+
+
+def reviewed_tasks(args: dict) -> list[int]:
+    """The task indexes a review event's args name, ascending (args as decoded or as stored)."""
+    first, tasks = int(args["firstTask"]), int(args["tasks"])
+    found = []
+    while tasks:
+        low = tasks & -tasks
+        found.append(first + low.bit_length() - 1)
+        tasks ^= low
+    return found

@@ -7,9 +7,7 @@ from dataclasses import dataclass, replace
 from kempelen.chain import artifacts
 from kempelen.chain.contracts import Chain
 from kempelen.protocol.cid import CID, raw_cid
-from kempelen.protocol.events import EventDecoder
-
-_STATUS_OF_EVENT = {"AnswerApproved": "approved", "AnswerRejected": "rejected", "AnswerReleased": "released"}
+from kempelen.protocol.events import REVIEW_OUTCOMES, EventDecoder, reviewed_tasks
 
 
 @dataclass(frozen=True)
@@ -27,7 +25,7 @@ class AnswerRecord:
 def batch_answers(chain: Chain, batch_id: int) -> list[AnswerRecord]:
     """Every answer ever accepted for `batch_id`, in submission order, with its latest status."""
     decoder = EventDecoder(artifacts.load("TaskEscrow").abi)
-    names = ("AnswerSubmitted", *_STATUS_OF_EVENT)
+    names = ("AnswerSubmitted", *REVIEW_OUTCOMES)
     logs = chain.w3.provider.make_request("eth_getLogs", [{
         "address": chain.escrow.address,
         "fromBlock": hex(chain.deployment.deploy_block),
@@ -38,14 +36,17 @@ def batch_answers(chain: Chain, batch_id: int) -> list[AnswerRecord]:
         raise RuntimeError(f"eth_getLogs failed: {logs['error']}")
     answers: dict[tuple[str, int], AnswerRecord] = {}
     for event in decoder.decode_all(logs["result"]):
-        key = (event.args["worker"], event.args["taskIndex"])
+        worker = event.args["worker"]
         if event.name == "AnswerSubmitted":
+            key = (worker, event.args["taskIndex"])
             answers[key] = AnswerRecord(
-                batch_id=batch_id, worker=key[0], task_index=key[1],
+                batch_id=batch_id, worker=worker, task_index=key[1],
                 answer_cid=str(raw_cid(event.args["answerDigest"])), status="pending",
                 relayer=event.args["relayer"], submitted_tx=event.transaction_hash)
-        elif key in answers:
-            reason = event.args.get("reasonCid")
-            answers[key] = replace(answers[key], status=_STATUS_OF_EVENT[event.name],
-                                   reason_cid=str(CID.from_bytes(reason)) if reason else None)
+            continue
+        reason = event.args.get("reasonCid")
+        for task in reviewed_tasks(event.args):
+            if (worker, task) in answers:
+                answers[worker, task] = replace(answers[worker, task], status=REVIEW_OUTCOMES[event.name],
+                                                reason_cid=str(CID.from_bytes(reason)) if reason else None)
     return list(answers.values())

@@ -14,7 +14,7 @@ router = APIRouter(prefix="/events", tags=["events"])
 @router.get("", responses=error_responses(422))
 def events(state: StateDep, db: SessionDep,
            batch_id: int | None = Query(None, ge=1, lt=2**63),
-           name: str | None = Query(None, max_length=64, description="e.g. AnswerApproved"),
+           name: str | None = Query(None, max_length=64, description="e.g. AnswersApproved"),
            after_block: int = Query(-1, ge=-1, lt=2**63),
            after_log: int = Query(-1, ge=-1, lt=2**31),
            limit: int = Query(100, ge=1, le=1000)) -> dict:
