@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 
 import httpx
+import pytest
 from eth_account import Account
 from sqlalchemy import select
 
-from kempelen.chain.contracts import ETH, Chain
+from kempelen.chain.anvil import Anvil
+from kempelen.chain.contracts import ETH, Chain, deploy_protocol
 from kempelen.db import make_engine
 from kempelen.indexer.models import PROJECTION_TABLES, ChainEvent, IndexCheckpoint
+from kempelen.indexer.runner import Indexer, open_indexer
 from kempelen.protocol.cid import raw_cid
 from kempelen.protocol.merkle import earnings_tree
 from kempelen.protocol.signing import Answer, Settlement, answer_digest, settled_words, sign
@@ -180,3 +183,23 @@ def dump(database_url: str, chain_id: int) -> dict[str, list]:
             select(cp.c.last_block, cp.c.last_block_hash).where(cp.c.chain_id == chain_id))]
     engine.dispose()
     return found
+
+
+# Fixtures and helpers shared by the indexer tests that need a chain of their own.
+
+@pytest.fixture
+def own_chain(tmp_path, keys):
+    """A chain of this test's own: reorganising the session's anvil would break other tests."""
+    with Anvil(log_path=tmp_path / "anvil.log") as node:
+        yield Chain(node.url, deploy_protocol(node.url, keys[0]))
+
+
+@pytest.fixture
+def actors(own_chain, keys) -> Actors:
+    return Actors(own_chain, keys)
+
+
+def indexer(chain: Chain, url: str, **options) -> Indexer:
+    d = chain.deployment
+    return open_indexer(chain.rpc_url, url, d.escrow, d.reputation, from_block=d.deploy_block,
+                        **options)

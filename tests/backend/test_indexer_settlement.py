@@ -4,31 +4,21 @@ claims and the money they move, equal to the escrow's own state, through reorgan
 from __future__ import annotations
 
 import pytest
-from indexer_history import Actors, dump, opening, review_phase, rpc, settlement_phase
+from indexer_history import (  # noqa: F401  (fixtures)
+    actors,
+    dump,
+    indexer,
+    opening,
+    own_chain,
+    review_phase,
+    rpc,
+    settlement_phase,
+)
 from sqlalchemy import insert, select, text
 
-from kempelen.chain.anvil import Anvil
-from kempelen.chain.contracts import Chain, deploy_protocol
+from kempelen.chain.contracts import Chain
 from kempelen.db import make_engine, migrate
 from kempelen.indexer.models import IndexedBatch
-from kempelen.indexer.runner import Indexer, open_indexer
-
-
-@pytest.fixture
-def own_chain(tmp_path, keys):
-    """A chain of this test's own: reorganising the session's anvil would break other tests."""
-    with Anvil(log_path=tmp_path / "anvil.log") as node:
-        yield Chain(node.url, deploy_protocol(node.url, keys[0]))
-
-
-@pytest.fixture
-def actors(own_chain, keys) -> Actors:
-    return Actors(own_chain, keys)
-
-
-def indexer(chain: Chain, url: str, **options) -> Indexer:
-    d = chain.deployment
-    return open_indexer(chain.rpc_url, url, d.escrow, d.reputation, from_block=d.deploy_block, **options)
 
 
 def fresh_index(chain: Chain, tmp_path) -> dict:
