@@ -2,7 +2,7 @@
 
 Proofs are cross-checked against npm @openzeppelin/merkle-tree (tests/backend/merkle_js), the
 arithmetic with hypothesis over random settlement histories, and every rule of
-/work/shared-notes/settlement-manifest.md with a tampered manifest that verify_manifest must flag.
+docs/settlement.md ("Settlement manifest") with a tampered manifest that verify_manifest must flag.
 """
 
 from __future__ import annotations

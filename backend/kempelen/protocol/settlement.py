@@ -4,8 +4,7 @@ A requester's settlement of a batch (ISettlement) names, by CID, a manifest list
 it newly pays with the worker's signature, the workers' cumulative earnings in the batch and the
 OpenZeppelin StandardMerkleTree of those earnings whose root the settlement signs. The requester's
 SDK builds it (`build_settlement`), workers take their claim from it (`claim_for`) and the auditor
-checks it against the chain (`verify_manifest`). Format: /work/shared-notes/settlement-manifest.md,
-restated in docs/settlement.md.
+checks it against the chain (`verify_manifest`). The format and its rules: docs/settlement.md.
 
 Nothing here reads the network or a store: the caller passes `cid_of` (bytes -> the CID a content
 store gives them, `kempelen.ipfs.unixfs.file_cid`) because protocol code may not import ipfs.
