@@ -148,7 +148,9 @@ def main() -> None:
     wall, cpu, load, report = min(runs, key=lambda run: run[0])
     if not report.clean:
         sys.exit(f"bench history did not audit clean: {report.discrepancies[:3]}")
-    payload_bytes = [p.read_bytes() for p in (store_dir / "blocks").rglob("*.data")]
+    payload_bytes = list(store.blocks.iter_blocks())  # any layout (packs by default)
+    if not payload_bytes:
+        sys.exit(f"no blocks in {store_dir}: the bench would time nothing")
     began = time.perf_counter()
     for block in payload_bytes:
         hashlib.sha256(block).digest()
