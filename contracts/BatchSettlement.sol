@@ -181,7 +181,7 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
         _closeWorker(run);
         run.worker = worker;
         run.word0Slot = _settledSlot(_settledKey(run.batchId, worker, 0));
-        run.word0 = _loadWord(run.word0Slot);
+        run.word0 = _load(run.word0Slot);
         run.runAnswers = 0;
     }
 
@@ -190,7 +190,7 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
         if (run.worker == address(0)) return;
         unchecked {
             // settled <= taskCount < 2^32: distinct tasks, each settled at most once.
-            _storeWord(run.word0Slot, run.word0 + (run.runAnswers << SETTLED_COUNT_SHIFT));
+            _store(run.word0Slot, run.word0 + (run.runAnswers << SETTLED_COUNT_SHIFT));
             run.answers += run.runAnswers;
         }
     }
@@ -202,7 +202,7 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
             word = run.word0; // written back with the counts by _closeWorker
         } else {
             slot = _settledSlot(_settledKey(run.batchId, worker, wordIndex));
-            word = _loadWord(slot);
+            word = _load(slot);
         }
         uint256 overlap = word & bits;
         if (overlap != 0) {
@@ -213,7 +213,7 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
         if (wordIndex == 0) {
             run.word0 = word | bits;
         } else {
-            _storeWord(slot, word | bits);
+            _store(slot, word | bits);
         }
         unchecked {
             run.runAnswers += _popcount(bits);
@@ -263,7 +263,7 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
         returns (uint256)
     {
         uint256 slot = _settledSlot(_settledKey(batchId, worker, 0));
-        uint256 word0 = _loadWord(slot);
+        uint256 word0 = _load(slot);
         uint256 settledCount = (word0 >> SETTLED_COUNT_SHIFT) & COUNT_MASK;
         uint256 claimedCount = word0 >> CLAIMED_COUNT_SHIFT;
         uint256 count = cumulative / reward;
@@ -272,7 +272,7 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
         }
         if (count <= claimedCount) revert SettlementNothingToClaim(batchId, worker, cumulative, claimedCount * reward);
         // count <= settledCount < 2^32 fits the claimed field.
-        _storeWord(slot, (word0 & ~(COUNT_MASK << CLAIMED_COUNT_SHIFT)) | (count << CLAIMED_COUNT_SHIFT));
+        _store(slot, (word0 & ~(COUNT_MASK << CLAIMED_COUNT_SHIFT)) | (count << CLAIMED_COUNT_SHIFT));
         return (count - claimedCount) * reward;
     }
 
@@ -413,13 +413,25 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
         }
     }
 
-    function _loadWord(uint256 slot) private view returns (uint256 value) {
+    // ---------------------------------------------------------------- internals: storage words
+    // (shared with TaskEscrow: a mapping entry's slot hashed once for its read and its write)
+
+    /// Storage slot of `map[key]` for a mapping(uint256 => uint256) at `mapSlot` (Solidity's rule).
+    function _slotOf(uint256 mapSlot, uint256 key) internal pure returns (uint256 slot) {
+        assembly ("memory-safe") {
+            mstore(0x00, key)
+            mstore(0x20, mapSlot)
+            slot := keccak256(0x00, 0x40)
+        }
+    }
+
+    function _load(uint256 slot) internal view returns (uint256 value) {
         assembly ("memory-safe") {
             value := sload(slot)
         }
     }
 
-    function _storeWord(uint256 slot, uint256 value) private {
+    function _store(uint256 slot, uint256 value) internal {
         assembly ("memory-safe") {
             sstore(slot, value)
         }

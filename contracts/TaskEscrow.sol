@@ -881,15 +881,6 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
 
     // ---------------------------------------------------------------- internals: packing
 
-    /// Storage slot of `map[key]` for a mapping(uint256 => uint256) at `mapSlot` (Solidity's rule).
-    function _slotOf(uint256 mapSlot, uint256 key) private pure returns (uint256 slot) {
-        assembly ("memory-safe") {
-            mstore(0x00, key)
-            mstore(0x20, mapSlot)
-            slot := keccak256(0x00, 0x40)
-        }
-    }
-
     function _answerWordsSlot() private pure returns (uint256 slot) {
         assembly ("memory-safe") {
             slot := _answerWords.slot
@@ -899,18 +890,6 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
     function _answerCountsSlot() private pure returns (uint256 slot) {
         assembly ("memory-safe") {
             slot := _answerCounts.slot
-        }
-    }
-
-    function _load(uint256 slot) private view returns (uint256 value) {
-        assembly ("memory-safe") {
-            value := sload(slot)
-        }
-    }
-
-    function _store(uint256 slot, uint256 value) private {
-        assembly ("memory-safe") {
-            sstore(slot, value)
         }
     }
 
