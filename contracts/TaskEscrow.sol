@@ -320,7 +320,10 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
     }
 
     function answerHash(Answer calldata answer) external view returns (bytes32) {
-        return _hashTypedDataV4(_answerStructHash(answer.batchId, answer.taskIndex, answer.answerDigest, answer.worker));
+        // Plain abi.encode on purpose: a reference for the scratch-memory hashing in _answerSigner.
+        return _hashTypedDataV4(
+            keccak256(abi.encode(ANSWER_TYPEHASH, answer.batchId, answer.taskIndex, answer.answerDigest, answer.worker))
+        );
     }
 
     function reputation() external view returns (address) {
@@ -642,25 +645,6 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
             let start := add(signatures.offset, calldataload(add(signatures.offset, shl(5, i))))
             signature.length := calldataload(start)
             signature.offset := add(start, 0x20)
-        }
-    }
-
-    function _answerStructHash(uint256 batchId, uint256 taskIndex, bytes32 answerDigest, address worker)
-        private
-        pure
-        returns (bytes32 structHash)
-    {
-        // keccak256(abi.encode(ANSWER_TYPEHASH, batchId, taskIndex, answerDigest, worker)) in
-        // scratch memory: a relay submits hundreds of answers per transaction.
-        bytes32 typeHash = ANSWER_TYPEHASH;
-        assembly ("memory-safe") {
-            let m := mload(0x40)
-            mstore(m, typeHash)
-            mstore(add(m, 0x20), batchId)
-            mstore(add(m, 0x40), taskIndex)
-            mstore(add(m, 0x60), answerDigest)
-            mstore(add(m, 0x80), worker)
-            structHash := keccak256(m, 0xa0)
         }
     }
 
