@@ -103,6 +103,13 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         bool screenBlocked; // the requester has blocked someone: look workers up
         bool checkSettled; // the batch has settlements: refuse answers they paid
         bytes32 domainSeparator;
+        // The open AnswersSubmitted group: accepted answers of one worker to one group of 96
+        // tasks, in ascending task order (answer key as in _answerKey; 0: none open).
+        uint256 groupKey;
+        uint256 groupTasks;
+        uint256 groupLastTask;
+        uint256 groupSize;
+        bytes32[] groupDigests; // capacity TASKS_PER_WORD, length set when the group is logged
     }
 
     /// Review of one batch's answers and the run of consecutive answers of one worker
@@ -114,6 +121,7 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         uint256 reward;
         uint256 reviewWindow;
         IReputation.Outcome outcome;
+        uint256 flip; // xor turning a Pending status (01) into Paid (10) or Rejected (11)
         address worker; // of the current run
         uint256 count; // answers in the current run
     }
@@ -203,6 +211,7 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         if (count != signatures.length) revert EscrowLengthMismatch(count, signatures.length);
         SubmitRun memory run;
         run.domainSeparator = _domainSeparatorV4();
+        run.groupDigests = new bytes32[](TASKS_PER_WORD);
         for (uint256 i; i < count;) {
             uint256 batchId = _batchIdAt(answers, i);
             if (batchId != run.batchId) {
@@ -437,6 +446,7 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
 
     /// Writes back the run's batch funds and pending count and pays the relay its fees.
     function _closeRun(SubmitRun memory run) private returns (uint256 accepted) {
+        _logGroup(run);
         accepted = run.accepted;
         if (accepted == 0 && run.released == 0) return 0;
         BatchRecord storage b = _batches[uint64(run.batchId)];
@@ -458,17 +468,63 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         } else if (taskIndex >= run.taskCount) {
             skip = 1 + uint256(SkipReason.TaskOutOfRange);
         } else {
-            // The worker's answer word for the task's group: read once, for the overdue release
-            // and for the answer itself.
-            uint256 wordSlot = _slotOf(_answerWordsSlot(), _answerKey(run.batchId, worker, taskIndex));
-            uint256 word = _releaseOverdue(run, worker, taskIndex, wordSlot, _load(wordSlot));
-            skip = _accept(run, taskIndex, answerDigest, worker, _signatureAt(signatures, i), wordSlot, word);
+            skip = _submitToTask(run, taskIndex, answerDigest, worker, _signatureAt(signatures, i));
         }
-        if (skip == 0) {
-            emit AnswerSubmitted(batchId, worker, msg.sender, taskIndex, answerDigest);
-        } else {
-            emit AnswerSkipped(batchId, worker, taskIndex, SkipReason(skip - 1));
+        if (skip != 0) emit AnswerSkipped(batchId, worker, taskIndex, SkipReason(skip - 1));
+    }
+
+    /// Accepts (and adds to the open AnswersSubmitted group) or skips an answer to a task of the
+    /// run's known batch: 0, or 1 + the SkipReason why not. The worker's answer word for the
+    /// task's group is read once, for the overdue release and for the answer itself.
+    function _submitToTask(
+        SubmitRun memory run,
+        uint256 taskIndex,
+        bytes32 answerDigest,
+        address worker,
+        bytes calldata signature
+    ) private returns (uint256 skip) {
+        uint256 key = _answerKey(run.batchId, worker, taskIndex);
+        uint256 wordSlot = _slotOf(_answerWordsSlot(), key);
+        uint256 word = _releaseOverdue(run, worker, taskIndex, wordSlot, _load(wordSlot));
+        skip = _accept(run, taskIndex, answerDigest, worker, signature, wordSlot, word);
+        if (skip == 0) _addToGroup(run, key, taskIndex, answerDigest);
+    }
+
+    /// Adds an accepted answer to the open AnswersSubmitted group, first logging that group if
+    /// the answer cannot extend it (another worker or group, or not a later task).
+    function _addToGroup(SubmitRun memory run, uint256 key, uint256 taskIndex, bytes32 answerDigest) private {
+        if (key != run.groupKey || taskIndex <= run.groupLastTask) {
+            _logGroup(run);
+            run.groupKey = key;
         }
+        uint256 size = run.groupSize;
+        bytes32[] memory digests = run.groupDigests;
+        assembly ("memory-safe") {
+            mstore(add(digests, shl(5, add(size, 1))), answerDigest) // size < TASKS_PER_WORD
+        }
+        unchecked {
+            run.groupSize = size + 1;
+            run.groupTasks |= 1 << (taskIndex % TASKS_PER_WORD);
+        }
+        run.groupLastTask = taskIndex;
+    }
+
+    /// Emits AnswersSubmitted for the open group, if it holds answers, and empties it.
+    function _logGroup(SubmitRun memory run) private {
+        uint256 size = run.groupSize;
+        if (size == 0) return;
+        bytes32[] memory digests = run.groupDigests;
+        assembly ("memory-safe") {
+            mstore(digests, size)
+        }
+        uint256 key = run.groupKey;
+        uint32 firstTask;
+        unchecked {
+            firstTask = uint32(((key >> 160) & type(uint32).max) * TASKS_PER_WORD); // see _answerKey
+        }
+        emit AnswersSubmitted(uint64(key >> 192), address(uint160(key)), msg.sender, firstTask, run.groupTasks, digests);
+        run.groupSize = 0;
+        run.groupTasks = 0;
     }
 
     /// Accepts one answer to a task of the run's known batch: 0, or 1 + the SkipReason why not.
@@ -671,6 +727,7 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         run.token = b.token;
         run.reward = b.reward;
         run.reviewWindow = b.reviewWindow;
+        run.flip = outcome == IReputation.Outcome.Rejected ? PENDING ^ REJECTED : PENDING ^ PAID;
 
         uint256 key; // of the answer word in `word`: written back, with its event, when the key changes
         uint256 word;
@@ -683,13 +740,11 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
                 key = nextKey;
                 word = _answerWords[nextKey];
                 tasks = 0;
+                _openGroup(run, word, worker, taskIndex);
             }
-            word = _settle(run, word, worker, taskIndex);
+            word = _mark(run, word, worker, taskIndex);
             unchecked {
                 tasks |= 1 << (taskIndex % TASKS_PER_WORD);
-            }
-            if (outcome == IReputation.Outcome.Rejected) _reopenTask(batchId, taskIndex);
-            unchecked {
                 ++i;
             }
         }
@@ -700,19 +755,18 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         if (outcome == IReputation.Outcome.Rejected) b.funds += uint128(answers.length * run.reward);
     }
 
-    /// `word` with the worker's pending answer to `taskIndex` marked paid or rejected, inside or
-    /// after its review window as the outcome requires; adds the answer to the worker's run.
-    function _settle(ReviewRun memory run, uint256 word, address worker, uint32 taskIndex) private returns (uint256) {
+    /// Opens a reviewed answer word at its first answer (worker, taskIndex): the answer must be
+    /// pending, and the word's review window (one clock per word) open or, for a release, closed.
+    /// Starts the worker's run unless the previous word was the same worker's.
+    function _openGroup(ReviewRun memory run, uint256 word, address worker, uint32 taskIndex) private {
         uint64 batchId = uint64(run.batchId);
-        uint256 shift = _statusShift(taskIndex);
-        uint256 status = (word >> shift) & STATUS_MASK;
+        uint256 status = (word >> _statusShift(taskIndex)) & STATUS_MASK;
         if (status != PENDING) revert EscrowAnswerNotPending(batchId, worker, taskIndex, AnswerStatus(status));
         uint256 reviewDeadline;
         unchecked {
             reviewDeadline = (word >> TIMESTAMP_SHIFT) + run.reviewWindow; // < 2^64 + 2^32
         }
-        IReputation.Outcome outcome = run.outcome;
-        if (outcome == IReputation.Outcome.Released) {
+        if (run.outcome == IReputation.Outcome.Released) {
             if (block.timestamp <= reviewDeadline) {
                 revert EscrowReviewWindowOpen(batchId, worker, taskIndex, uint64(reviewDeadline));
             }
@@ -722,14 +776,23 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         if (worker != run.worker) {
             _creditRun(run);
             run.worker = worker;
-            run.count = 1;
-        } else {
-            unchecked {
-                ++run.count;
-            }
+            run.count = 0;
         }
-        // Pending (01) becomes Paid (10) or Rejected (11).
-        return word ^ ((outcome == IReputation.Outcome.Rejected ? PENDING ^ REJECTED : PENDING ^ PAID) << shift);
+    }
+
+    /// `word` with the worker's pending answer to `taskIndex` marked paid or rejected (a rejection
+    /// also reopens the task's slot); counts it in the worker's run.
+    function _mark(ReviewRun memory run, uint256 word, address worker, uint32 taskIndex) private returns (uint256) {
+        uint256 shift = _statusShift(taskIndex);
+        uint256 status = (word >> shift) & STATUS_MASK;
+        if (status != PENDING) {
+            revert EscrowAnswerNotPending(uint64(run.batchId), worker, taskIndex, AnswerStatus(status));
+        }
+        unchecked {
+            ++run.count;
+        }
+        if (run.outcome == IReputation.Outcome.Rejected) _reopenTask(run.batchId, taskIndex);
+        return word ^ (run.flip << shift);
     }
 
     /// Writes back a reviewed answer word and says which of its answers the review settled.

@@ -103,9 +103,19 @@ interface ITaskEscrow {
         uint256 deposit,
         bytes manifestCid
     );
-    /// Pays batch.relayFee to `relayer` and holds batch.reward for the answer.
-    event AnswerSubmitted(
-        uint64 indexed batchId, address indexed worker, address indexed relayer, uint32 taskIndex, bytes32 answerDigest
+    /// Answers of one worker accepted into one group of 96 tasks by one submitAnswers call: task
+    /// `firstTask + b` for every set bit b of `tasks` (firstTask a multiple of 96, b < 96), with
+    /// `answerDigests` in ascending task order. Pays batch.relayFee per answer to `relayer` and
+    /// holds batch.reward for each. One event per run of consecutive accepted answers of one
+    /// worker and group in ascending task order (relays submit answers sorted that way), so a
+    /// submission logs ~32 bytes per answer instead of a 4-topic log each.
+    event AnswersSubmitted(
+        uint64 indexed batchId,
+        address indexed worker,
+        address indexed relayer,
+        uint32 firstTask,
+        uint256 tasks,
+        bytes32[] answerDigests
     );
     event AnswerSkipped(uint64 indexed batchId, address indexed worker, uint32 taskIndex, SkipReason reason);
     /// Review events name the answers of one worker in one group of 96 tasks at once: task

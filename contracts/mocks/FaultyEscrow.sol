@@ -105,7 +105,11 @@ contract FaultyEscrow is EIP712("Kempelen", "1") {
             b.pending += 1;
             _balances[address(0)][msg.sender] += b.relayFee;
             accepted += 1;
-            emit ITaskEscrow.AnswerSubmitted(a.batchId, a.worker, msg.sender, a.taskIndex, a.answerDigest);
+            bytes32[] memory digests = new bytes32[](1);
+            digests[0] = a.answerDigest;
+            emit ITaskEscrow.AnswersSubmitted(
+                a.batchId, a.worker, msg.sender, a.taskIndex - a.taskIndex % 96, 1 << (a.taskIndex % 96), digests
+            );
         }
     }
 

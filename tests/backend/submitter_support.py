@@ -69,15 +69,29 @@ def transaction_rows(engine) -> list:
 
 
 def submitted_events(chain: Chain, batch_id: int) -> list:
-    """Every AnswerSubmitted event of the batch, straight from the chain."""
+    """Every AnswersSubmitted event of the batch, straight from the chain."""
     from kempelen.relay.receipts import escrow_decoder
 
     decoder = escrow_decoder()
     logs = chain.w3.eth.get_logs({
         "address": chain.escrow.address, "fromBlock": 0, "toBlock": "latest",
-        "topics": [decoder.topics("AnswerSubmitted")[0], "0x" + batch_id.to_bytes(32, "big").hex()],
+        "topics": [decoder.topics("AnswersSubmitted")[0], "0x" + batch_id.to_bytes(32, "big").hex()],
     })
     return decoder.decode_all(logs)
+
+
+def landed_answers(chain: Chain, batch_id: int) -> list[tuple[str, int, bytes]]:
+    """(worker, task index, answer digest) of every answer the batch's AnswersSubmitted events
+    name, in log order; each event is checked to name one 96-task group, ascending."""
+    from kempelen.protocol.events import submitted_answers
+
+    landed = []
+    for event in submitted_events(chain, batch_id):
+        first = event.args["firstTask"]
+        answers = submitted_answers(event.args)
+        assert first % 96 == 0 and answers and all(first <= task < first + 96 for task, _ in answers), event
+        landed += [(event.args["worker"], task, digest) for task, digest in answers]
+    return landed
 
 
 def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05):

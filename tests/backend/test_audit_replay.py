@@ -9,9 +9,11 @@ from kempelen.audit.model import ETH
 from kempelen.audit.replay import Replay
 from kempelen.audit.scan import ChainHistory, ChainState
 from kempelen.audit.settlement_checks import requester_signature_findings
+from kempelen.audit.signatures import recover_signers
 from kempelen.protocol.cid import raw_cid
 from kempelen.protocol.events import Event
 from kempelen.protocol.signing import (
+    Answer,
     Domain,
     SettledWord,
     Settlement,
@@ -49,8 +51,19 @@ def batch(stream: Stream, tasks: int = 200) -> None:
 
 
 def submit(stream: Stream, task: int, at: int) -> None:
-    stream.add("AnswerSubmitted", at, batchId=1, worker=WORKER, relayer=RELAY, taskIndex=task,
-               answerDigest=bytes(32))
+    submit_many(stream, [task], at)
+
+
+def submit_many(stream: Stream, tasks: list[int], at: int, worker: str = WORKER, digests: list[bytes] | None = None,
+                same_tx: bool = False) -> None:
+    """One AnswersSubmitted naming the worker's answers to `tasks` (one 96-task group), as the
+    escrow logs a run of them; `same_tx`: in the transaction of the previous event."""
+    first = min(tasks) - min(tasks) % 96
+    digests = [bytes([t % 256]) * 32 for t in sorted(tasks)] if digests is None else digests
+    stream.add("AnswersSubmitted", at, batchId=1, worker=worker, relayer=RELAY, firstTask=first,
+               tasks=sum(1 << (t - first) for t in tasks), answerDigests=digests)
+    if same_tx:
+        stream.events[-1] = replace(stream.events[-1], transaction_hash=stream.events[-2].transaction_hash)
 
 
 def review(stream: Stream, name: str, at: int, task: int, **extra) -> None:
@@ -104,8 +117,7 @@ def test_withdrawing_more_than_owed_is_overdrawn():
 def test_reputation_must_record_every_review_and_its_counters_must_add_up():
     s = Stream()
     batch(s, tasks=2)
-    submit(s, 0, 100)
-    submit(s, 1, 100)
+    submit_many(s, [0, 1], 100)
     review(s, "AnswersApproved", 200, 0)
     review(s, "AnswersApproved", 300, 1)
     review_tx = s.events[-1].transaction_hash
@@ -117,6 +129,74 @@ def test_reputation_must_record_every_review_and_its_counters_must_add_up():
     found = checks.reputation_findings(history, replay(s))
     assert [(f.code, f.tx) for f in found] == [("outcome_mismatch", review_tx), ("counter_mismatch", None)]
     assert "(2, 0, 0)" in found[1].message and "(1, 0, 0)" in found[1].message
+
+
+# -- AnswersSubmitted: a worker's answers per 96-task group, one log each run ------------------------
+
+
+def test_an_event_naming_several_answers_replays_each_of_them():
+    s = Stream()
+    batch(s)
+    submit_many(s, [0, 1, 5], 100)
+    submit_many(s, [96, 97], 100, same_tx=True)  # the worker's next group, in the same call
+    submit_many(s, [3], 100, same_tx=True)  # an unsorted call: group 0 again in another event
+    submit_many(s, [1], 150)  # accepted twice
+    review(s, "AnswersApproved", 200, 5)
+    result = replay(s)
+    assert codes(result.findings) == [("answered_twice", 1), ("task_over_answered", 1)]
+    assert [(a.task, a.digest, a.log_index) for a in result.submitted] == [
+        (0, bytes(32), 1), (1, b"\x01" * 32, 1), (5, b"\x05" * 32, 1), (96, b"\x60" * 32, 2),
+        (97, b"\x61" * 32, 2), (3, b"\x03" * 32, 3), (1, b"\x01" * 32, 4)]
+    ledger = result.batches[1]
+    assert (ledger.totals.submitted, ledger.pending, ledger.totals.approved) == (7, 6, 1)
+    assert ledger.funds == 200 * (REWARD + FEE) - 7 * (REWARD + FEE)
+    assert result.accounts[(ETH, RELAY)] == 7 * FEE and result.accounts[(ETH, WORKER)] == REWARD
+
+
+def test_answers_submitted_whose_bitmap_and_digests_disagree_is_a_finding():
+    s = Stream()
+    batch(s)
+    submit_many(s, [0, 1, 2], 100, digests=[bytes(32), b"\x01" * 32])  # three tasks, two digests
+    submit_many(s, [3], 100)  # later events still replay
+    result = replay(s)
+    (malformed,) = result.findings
+    assert (malformed.check, malformed.code, malformed.batch, malformed.worker, malformed.task) == (
+        "payouts", "submission_malformed", 1, WORKER, None)
+    assert malformed.tx == s.events[1].transaction_hash and malformed.block == 100
+    assert "names 3 tasks but carries 2 digests" in malformed.message
+    assert [a.task for a in result.submitted] == [3] and result.batches[1].totals.submitted == 1
+
+
+def test_signatures_pair_with_the_answers_of_grouped_events_by_content():
+    """Events follow neither the calldata's order nor one log per answer; a copy of an answer
+    relayed twice in one call (the escrow skips one) is paired with the signature its worker made."""
+    worker_key, stranger_key = "0x" + "42" * 32, "0x" + "24" * 32
+    worker, domain = address_of(worker_key), Domain(1, ESCROW)
+
+    def relayed(task: int, key: str = worker_key) -> tuple:
+        answer = (1, task, bytes([task]) * 32, worker)
+        return answer, sign(domain.digest(Answer(*answer).struct_hash()), key)
+
+    s = Stream()
+    batch(s)
+    s.add("AnswerSkipped", 100, batchId=1, worker=worker, taskIndex=7, reason=3)  # the bad copy of task 7
+    submit_many(s, [2, 7], 100, worker=worker, same_tx=True)
+    submit_many(s, [1], 100, worker=worker, same_tx=True)
+    submit_many(s, [4], 100, worker=worker)  # the relay's call holds a forged signature for it
+    submit_many(s, [6], 100, worker=worker, same_tx=True)  # not in that call's calldata
+    submit_many(s, [5], 100, worker=worker)  # no calldata for this transaction
+    result = replay(s)
+    tx = [e.transaction_hash for e in s.events]
+    history = ChainHistory(1, ESCROW, None, 0, 100, 100, s.events, {
+        tx[1]: [relayed(2), relayed(7, stranger_key), relayed(1), relayed(7)],
+        tx[4]: [relayed(4, stranger_key), relayed(3)],
+    }, {}, s.times(), ChainState())
+    items, owners, found = checks.pair_signatures(history, result.submitted)
+    assert [(a.task, a.tx) for a in owners] == [(2, tx[1]), (7, tx[1]), (1, tx[1]), (4, tx[4])]
+    assert [item for item in items if item[0][1] == 7] == [relayed(7)]
+    assert [(f.code, f.task) for f in found] == [("answer_not_in_calldata", 6), ("calldata_unavailable", 5)]
+    signers = recover_signers(1, ESCROW, items)
+    assert [(f.code, f.task) for f in checks.signature_findings(owners, signers)] == [("bad_signature", 4)]
 
 
 # -- settlements (ISettlement): rules the escrow enforces, broken by hand ---------------------------
@@ -146,8 +226,7 @@ def claim(stream: Stream, at: int, worker: str, amount: int, cumulative: int) ->
 def test_one_answer_one_path_either_way_round():
     s = Stream()
     batch(s)
-    submit(s, 0, 100)
-    submit(s, 1, 100)
+    submit_many(s, [0, 1], 100)
     review(s, "AnswersRejected", 200, 1, reasonCid=b"\x01")
     settle(s, 300, 1, [(WORKER, 0), (WORKER, 1), (WORKER, 195)])  # 0 is pending; 1 was rejected: fine
     submit(s, 195, 400)  # settled already

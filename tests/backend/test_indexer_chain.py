@@ -9,6 +9,7 @@ from kempelen.chain.contracts import ETH, Chain
 from kempelen.indexer.errors import ReorgTooDeep
 from kempelen.indexer.runner import IndexerThread
 from kempelen.indexer.source import RangeSizer
+from kempelen.protocol.events import reviewed_tasks
 
 
 def fresh_index(chain: Chain, tmp_path, name: str = "fresh") -> dict:
@@ -42,6 +43,13 @@ def test_projections_match_contract_state(actors, database_url):
         assert answer["status"] == expected or (expected is None and answer["status"] in
                                                 ("approved", "released"))
     assert len(index["indexed_answers"]) == 8
+    # One AnswersSubmitted per run of a worker's answers in a 96-task group: w3's two USDC answers
+    # share one; w1's two ETH answers, split by w2's, take two logs of one transaction.
+    submitted = [e["args"] for e in index["chain_events"] if e["name"] == "AnswersSubmitted"]
+    assert sorted(len(args["answerDigests"]) for args in submitted) == [1, 1, 1, 1, 1, 1, 2]
+    digests = {(a["batch_id"], a["worker"], a["task_index"]): a["answer_digest"] for a in index["indexed_answers"]}
+    assert digests == {(args["batchId"], args["worker"], task): digest for args in submitted
+                       for task, digest in zip(reviewed_tasks(args), args["answerDigests"])}
     for balance in index["indexed_balances"]:
         owed = chain.escrow.functions.balanceOf(balance["token"], balance["account"]).call()
         assert balance["credited"] - balance["withdrawn"] == owed

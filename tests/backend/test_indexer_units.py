@@ -7,15 +7,19 @@ import hashlib
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from eth_abi import encode
+from eth_abi.exceptions import DecodingError
 from sqlalchemy import insert, select
 
 from kempelen.chain import artifacts
 from kempelen.db import Base, make_engine, migrate
 from kempelen.indexer.decoding import LogDecoder
-from kempelen.indexer.errors import RpcError
-from kempelen.indexer.models import PROJECTION_TABLES, IndexedBalance
+from kempelen.indexer.errors import IndexerError, RpcError
+from kempelen.indexer.models import PROJECTION_TABLES, ChainEvent, IndexedBalance
 from kempelen.indexer.projection import BatchTerms, cid_text, event_row, json_value, project
-from kempelen.indexer.source import RangeSizer
+from kempelen.indexer.runner import Indexer
+from kempelen.indexer.source import BlockRef, LogSource, RangeSizer
+from kempelen.indexer.store import IndexStore
 from kempelen.protocol.cid import raw_cid
 from kempelen.protocol.events import EventDecoder
 
@@ -46,33 +50,143 @@ def test_cid_text_keeps_bytes_that_are_not_a_cid():
     assert cid_text("0x") == "0x"
 
 
+LOG_PLACE = {"address": ESCROW, "blockHash": "0x" + "ab" * 32, "blockNumber": "0x10",
+             "transactionHash": "0x" + "cd" * 32, "transactionIndex": "0x2", "logIndex": "0x7"}
+
+
+def submitted_log(decoder: EventDecoder, batch_id: int, first_task: int, tasks: int,
+                  digests: list[bytes]) -> dict:
+    """A raw AnswersSubmitted log: task first_task + b for every set bit b of `tasks`."""
+    return {**LOG_PLACE,
+            "topics": [decoder.topics("AnswersSubmitted")[0], topic(batch_id), topic(WORKER), topic(RELAYER)],
+            # firstTask as a uint256 word: the same bytes, but a test may overflow the uint32
+            "data": "0x" + encode(["uint256", "uint256", "bytes32[]"], [first_task, tasks, digests]).hex()}
+
+
 def test_log_decoder_equals_event_decoder_then_event_row():
     abis = (artifacts.load("TaskEscrow").abi, artifacts.load("Reputation").abi)
     fast, reference = LogDecoder(5, *abis), EventDecoder(*abis)
-    digest = hashlib.sha256(b"answer").digest()
-    common = {"address": ESCROW, "blockHash": "0x" + "ab" * 32, "blockNumber": "0x10",
-              "transactionHash": "0x" + "cd" * 32, "transactionIndex": "0x2", "logIndex": "0x7"}
-    submitted = reference.topics("AnswerSubmitted")[0]
+    digests = [hashlib.sha256(f"answer {i}".encode()).digest() for i in range(3)]
     rejected = reference.topics("AnswersRejected")[0]
-    reason = raw_cid(digest).to_bytes()
+    reason = raw_cid(digests[0]).to_bytes()
     logs = [
-        {**common, "topics": [submitted, topic(2**64 - 1), topic(WORKER), topic(RELAYER)],
-         "data": "0x" + word(3) + digest.hex()},
-        {**common, "topics": [rejected, topic(9), topic(WORKER)],
+        submitted_log(reference, 2**64 - 1, 96, 0b1011 | 1 << 95, [*digests, digests[0]]),
+        {**LOG_PLACE, "topics": [rejected, topic(9), topic(WORKER)],
          "data": "0x" + word(96) + word(2**95 + 9) + word(96) + word(len(reason)) + reason.hex().ljust(64 * 2, "0")},
     ]
     for log in logs:
         assert fast.row(log) == event_row(5, reference.decode(log))
-    assert fast.row(logs[0])["args"]["batchId"] == str(2**64 - 1)
-    assert fast.row(logs[0])["batch_id"] is None  # past int64: only skipped answers can say so
-    assert fast.row({**common, "topics": ["0x" + "11" * 32], "data": "0x"}) is None
+    stored = fast.row(logs[0])
+    assert stored["args"]["batchId"] == str(2**64 - 1) and stored["args"]["tasks"] == str(0b1011 | 1 << 95)
+    assert stored["args"]["answerDigests"] == ["0x" + d.hex() for d in [*digests, digests[0]]]
+    assert stored["batch_id"] is None  # past int64: only skipped answers can say so
+    assert fast.row({**LOG_PLACE, "topics": ["0x" + "11" * 32], "data": "0x"}) is None
     with pytest.raises(ValueError, match="out of range"):
-        fast.row({**logs[0], "data": "0x" + word(2**32) + digest.hex()})  # a uint32 of 33 bits
+        fast.row({**LOG_PLACE, "topics": [reference.topics("AnswersApproved")[0], topic(9), topic(WORKER)],
+                  "data": "0x" + word(2**32) + word(1)})  # a uint32 of 33 bits
+    with pytest.raises(DecodingError):
+        fast.row(submitted_log(reference, 1, 2**32, 1, digests[:1]))  # the same, in eth-abi's hands
+
+
+def test_answers_submitted_decodes_as_eth_abi_decodes_it():
+    """AnswersSubmitted's one-word fields and trailing bytes32[] come out as eth-abi reads them,
+    in the canonical layout and in every other one it reads or refuses (a guard for any faster
+    path that slices them from the hex: it must agree on every input)."""
+    from eth_abi import decode
+
+    decoder = EventDecoder(artifacts.load("TaskEscrow").abi)
+    types = ["uint32", "uint256", "bytes32[]"]
+
+    def both(data: str):
+        def eth_abi():
+            first, tasks, digests = decode(types, bytes.fromhex(data[2:]))
+            return first, tasks, [bytes(d) for d in digests]
+
+        def sliced():
+            args = decoder.decode({**submitted_log(decoder, 1, 0, 0, []), "data": data}).args
+            return args["firstTask"], args["tasks"], args["answerDigests"]
+
+        outcomes = []
+        for read in (eth_abi, sliced):
+            try:
+                outcomes.append(read())
+            except Exception:  # noqa: BLE001  eth-abi raises many types: that both refuse is enough
+                outcomes.append("refused")
+        return outcomes
+
+    digests = [hashlib.sha256(bytes([i])).digest() for i in range(3)]
+    canonical = encode(types, [96, 0b1011 << 5, digests]).hex()
+    head, offset, length, items = canonical[:128], canonical[128:192], canonical[192:256], canonical[256:]
+    cases = {
+        "canonical": canonical, "empty": encode(types, [0, 0, []]).hex(),
+        "offset past a gap": head + word(128) + word(0) + length + items,  # eth-abi follows it
+        "a trailing word": canonical + word(7), "length too large": head + offset + word(4) + items,
+        "length past the data": head + offset + word(2**255) + items, "cut short": canonical[:-64],
+        "odd digit": canonical[:-1], "not hex": canonical[:300] + "zz" + canonical[302:],
+        "upper case": canonical.upper(), "uint32 overflow": word(2**32) + canonical[64:],
+    }
+    refused = set()
+    for case, data in cases.items():
+        expected, got = both("0x" + data)
+        assert got == expected, case
+        if got == "refused":
+            refused.add(case)
+    assert refused == {"length too large", "length past the data", "cut short", "odd digit", "not hex",
+                       "uint32 overflow"}
+    assert both("0x" + canonical)[1] == (96, 0b1011 << 5, digests)
+
+
+def test_answers_submitted_whose_bitmap_and_digests_disagree_is_refused():
+    """Three tasks, two digests: which answer is which cannot be told, so the log is refused as
+    undecodable (the runner stops with its position and writes nothing) instead of half-stored."""
+    decoder = LogDecoder(5, artifacts.load("TaskEscrow").abi)
+    digests = [hashlib.sha256(b"a").digest(), hashlib.sha256(b"b").digest()]
+    with pytest.raises(ValueError, match="names 3 tasks but carries 2 digests"):
+        decoder.row(submitted_log(decoder._decoder, 1, 0, 0b111, digests))
+    with pytest.raises(ValueError, match="names 0 tasks but carries 2 digests"):
+        decoder.row(submitted_log(decoder._decoder, 1, 0, 0, digests))
+    with pytest.raises(ValueError, match="carries 2 digests"):  # the same rows read back on a reorg
+        project(1, [row("AnswersSubmitted", 2, batchId=1, worker=WORKER, relayer=RELAYER, firstTask=0,
+                        tasks=0b111, answerDigests=["0x" + d.hex() for d in digests])], {})
+
+
+class OneLogSource(LogSource):
+    """A chain of two blocks whose second holds `log`."""
+
+    def __init__(self, log: dict):
+        self.log = log
+
+    def chain_id(self) -> int:
+        return 5
+
+    def head(self) -> int:
+        return 2
+
+    def block(self, number: int) -> BlockRef | None:
+        return BlockRef(number, f"0x{number:064x}", f"0x{number - 1:064x}") if number <= 2 else None
+
+    def logs(self, from_block: int, to_block: int) -> list[dict]:
+        return [self.log] if from_block <= 2 <= to_block else []
+
+
+def test_indexer_stops_at_a_malformed_answers_submitted_and_writes_nothing(tmp_path):
+    url = f"sqlite:///{tmp_path / 'index.sqlite'}"
+    migrate(url)
+    engine = make_engine(url)
+    decoder = EventDecoder(artifacts.load("TaskEscrow").abi)
+    log = {**submitted_log(decoder, 1, 0, 0b11, [bytes(32)]), "blockNumber": "0x2", "blockHash": f"0x{2:064x}"}
+    store = IndexStore(engine, 5, ESCROW, "0x" + "ab" * 20)
+    runner = Indexer(OneLogSource(log), store, from_block=1)
+    with pytest.raises(IndexerError, match=r"undecodable log 0x7 in block 0x2: .*2 tasks but carries 1 digests"):
+        runner.step()
+    assert store.checkpoint().last_block == 0  # nothing indexed: the next run meets the same log again
+    with engine.connect() as conn:
+        assert conn.execute(select(ChainEvent.__table__)).all() == []
+    engine.dispose()
 
 
 def test_struct_arrays_decode_as_web3_decodes_them():
     """AnswersSettled carries SettledWord[]: dicts by field name, checksummed workers, as web3."""
-    from eth_abi import encode
     from web3 import Web3
 
     abi = artifacts.load("TaskEscrow").abi
@@ -105,16 +219,23 @@ def created(batch_id: int, block: int) -> dict:
 
 
 def answer(name: str, block: int, task: int = 0, **extra) -> dict:
-    if name.startswith("Answers"):  # review events name a worker's answers per 96-task group
-        return row(name, block, batchId=1, worker=WORKER, firstTask=task - task % 96, tasks=str(1 << task % 96),
-                   **extra)
-    return row(name, block, batchId=1, worker=WORKER, taskIndex=task, **extra)
+    """A review event naming one answer (they name a worker's answers per 96-task group)."""
+    return row(name, block, batchId=1, worker=WORKER, firstTask=task - task % 96, tasks=str(1 << task % 96),
+               **extra)
+
+
+def submitted(block: int, digests: dict[int, str], worker: str = WORKER, batch_id: int = 1) -> dict:
+    """An AnswersSubmitted row naming the worker's answers to tasks of one 96-task group, stored
+    as the indexer stores it (a bitmap above 2**53 as a decimal string, digests ascending)."""
+    first = min(digests) - min(digests) % 96
+    bits = sum(1 << (task - first) for task in digests)
+    return row("AnswersSubmitted", block, batchId=batch_id, worker=worker, relayer=RELAYER, firstTask=first,
+               tasks=json_value(bits), answerDigests=[digests[task] for task in sorted(digests)])
 
 
 def test_projection_follows_money_and_status():
     digest = "0x" + "11" * 32
-    rows = [created(1, 1), answer("AnswerSubmitted", 2, relayer=RELAYER, answerDigest=digest),
-            answer("AnswerSubmitted", 2, task=1, relayer=RELAYER, answerDigest=digest),
+    rows = [created(1, 1), submitted(2, {0: digest, 1: digest}),
             answer("AnswersApproved", 3), answer("AnswersRejected", 3, task=1, reasonCid="0x01"),
             row("BatchExtended", 4, batchId=1, deadline=200, answersPerTask=2, topUp=7),
             row("Withdrawn", 5, account=WORKER, token="0xT", amount=str(10**20))]
@@ -129,6 +250,29 @@ def test_projection_follows_money_and_status():
     assert statuses == {0: "approved", 1: "rejected"}
     assert changes.answers[(1, WORKER, 0)]["answer_cid"] == str(raw_cid(bytes.fromhex("11" * 32)))
     assert changes.balances == {("0xT", RELAYER): [10, 0], ("0xT", WORKER): [10**20, 10**20]}
+
+
+def test_answers_submitted_naming_several_answers_gives_one_row_each():
+    """One event per run of a worker's answers in a 96-task group: a row per set bit, each with
+    its own digest, the event's relayer and block/tx; money moves per answer."""
+    digests = {96 + b: "0x" + f"{b:02x}" * 32 for b in (0, 3, 64, 95)}  # bit 95: the bitmap passes 2**53
+    later = {100: "0x" + "ee" * 32}  # the same worker and group again, in another event of the tx
+    rows = [created(1, 1), submitted(2, digests), submitted(2, later)]
+    rows[2]["log_index"] = 1
+    changes = project(1, rows, {})
+    assert sorted(changes.answers) == [(1, WORKER, t) for t in (96, 99, 100, 160, 191)]
+    for task, digest in {**digests, **later}.items():
+        answer_row = changes.answers[(1, WORKER, task)]
+        assert (answer_row["answer_digest"], answer_row["relayer"], answer_row["status"]) == (digest, RELAYER,
+                                                                                               "pending")
+        assert answer_row["answer_cid"] == str(raw_cid(bytes.fromhex(digest[2:])))
+        assert (answer_row["submitted_block"], answer_row["submitted_tx"]) == (2, rows[1]["transaction_hash"])
+    delta = changes.batch_deltas[1]
+    assert (delta["pending"], delta["answers_submitted"], delta["relay_fees_paid"]) == (5, 5, 5 * 5)
+    assert delta["funds"] == -5 * (10**20 + 5)
+    assert changes.balances == {("0xT", RELAYER): [5 * 5, 0]}
+    review = answer("AnswersApproved", 3, task=99)  # reviews and submissions meet per answer
+    assert project(1, [*rows, review], {}).answers[(1, WORKER, 99)]["status"] == "approved"
 
 
 def test_projection_prices_older_batches_with_given_terms_and_skips_unknown_ones():

@@ -36,6 +36,7 @@ from kempelen.chain import artifacts
 from kempelen.chain.anvil import Anvil
 from kempelen.chain.contracts import ETH, deploy_protocol
 from kempelen.ipfs.store import ContentStore
+from kempelen.protocol.events import submitted_answers
 
 TASKS = [0, 1, 2, 95, 96, 191, 192, 199]  # across review groups (96) and settled words (192)
 REWARD, FEE, WINDOW = 10**15, 10**13, 600
@@ -102,8 +103,8 @@ def machine(h: History, keys: list[str]):
                 return
             receipt = h.submit(relayer, [h.sign_answer(self.batch, t, w, f"direct {t} by {w[-4:]}".encode())
                                          for w, t in pairs])
-            accepted = {(e.args.worker, e.args.taskIndex)
-                        for e in h.escrow.events.AnswerSubmitted().process_receipt(receipt)}
+            accepted = {(e.args.worker, task) for e in h.escrow.events.AnswersSubmitted().process_receipt(receipt)
+                        for task, _ in submitted_answers(e.args)}
             for w, t in pairs:
                 if (w, t) in self.settled:
                     assert (address(w), t) not in accepted, "a settled answer was accepted directly"

@@ -17,6 +17,7 @@ from submitter_support import (
     answers_table,
     create_batch,
     enqueue,
+    landed_answers,
     rpc,
     signed_rows,
     submitted_events,
@@ -65,8 +66,7 @@ def assert_each_on_chain_once(chain: Chain, engine, batch_id: int, expected: int
     landed = [r for r in rows if r.status == "onchain"]
     assert len(landed) == expected
     assert all(r.block_number for r in landed)
-    events = submitted_events(chain, batch_id)
-    keys = [(e.args["worker"], e.args["taskIndex"]) for e in events]
+    keys = [(worker, task) for worker, task, _ in landed_answers(chain, batch_id)]
     assert len(keys) == len(set(keys)) == expected  # exactly once each
     assert set(keys) == {(r.worker, r.task_index) for r in landed}
     for row in landed[:: max(1, expected // 10)]:
@@ -85,6 +85,11 @@ def test_answers_land_once_in_size_bounded_packs(own_chain, engine, batch_id, re
     txs = transaction_rows(engine)
     assert [t.status for t in txs] == ["mined"] * 3
     assert sorted(len(t.answer_ids) for t in txs) == [50, 100, 100]
+    # Packs go out sorted by worker and task: one AnswersSubmitted per worker and transaction
+    # (every task is below 96), naming all of that worker's answers in it.
+    events = submitted_events(own_chain, batch_id)
+    assert len(events) == 3 * 5
+    assert len({(e.transaction_hash, e.args["worker"]) for e in events}) == len(events)
     assert {r.tx_hash for r in answer_rows(engine)} == {t.tx_hash for t in txs}
 
 

@@ -27,7 +27,7 @@ from kempelen.db import make_engine
 from kempelen.protocol.signing import Answer, answer_digest, sign
 from kempelen.relay.models import RelayAnswer
 from sqlalchemy import func, select
-from submitter_support import create_batch, submitted_events, wait_until, worker_keys
+from submitter_support import create_batch, landed_answers, wait_until, worker_keys
 
 RELAYER = 8
 
@@ -183,13 +183,13 @@ def crash_and_recover(crash_chain, keys, database_url, tmp_path, count: int, wor
         relay.kill()
         engine.dispose()
 
-    events = submitted_events(chain, batch_id)
-    landed = Counter((e.args["worker"], e.args["taskIndex"]) for e in events)
+    answers = landed_answers(chain, batch_id)
+    landed = Counter((worker, task) for worker, task, _ in answers)
     assert all(n == 1 for n in landed.values()), "an answer was submitted twice"
     expected = {(b["worker"], b["task_index"]): base64.b64decode(b["payload"]) for b in bodies}
     assert set(landed) == set(expected)
-    for event in events:
-        assert event.args["answerDigest"] == answer_digest(expected[(event.args["worker"], event.args["taskIndex"])])
+    for worker, task, digest in answers:
+        assert digest == answer_digest(expected[(worker, task)])
     for worker, task in list(expected)[:: max(1, count // 200)]:
         status, _ = chain.escrow.functions.answerStatus(batch_id, worker, task).call()
         assert status == 1  # Pending

@@ -13,6 +13,7 @@ import pytest
 from brownie import ZERO_ADDRESS, Reputation, TaskEscrow, TestStablecoin, accounts, chain, web3
 from eth_hash.auto import keccak
 
+from kempelen.protocol.events import submitted_answers
 from kempelen.protocol.signing import Answer, Domain, Withdrawal, sign
 
 ETH = ZERO_ADDRESS
@@ -201,10 +202,21 @@ def skipped(tx):
     return [(e["worker"], e["taskIndex"], e["reason"]) for e in tx.events["AnswerSkipped"]]
 
 
-def accepted(tx):
-    if "AnswerSubmitted" not in tx.events:
+def submitted(tx, batch_id=None) -> list[tuple[str, int, bytes]]:
+    """(worker, taskIndex, answerDigest) of every answer the AnswersSubmitted events of `tx`
+    accept (of batch `batch_id` only, if given), in emission order: ascending by task within an
+    event, and in submission order overall (an event holds a run of consecutive accepted
+    answers, logged before the next run opens)."""
+    if "AnswersSubmitted" not in tx.events:
         return []
-    return [(e["worker"], e["taskIndex"]) for e in tx.events["AnswerSubmitted"]]
+    return [(e["worker"], task, digest)
+            for e in tx.events["AnswersSubmitted"] if batch_id is None or e["batchId"] == batch_id
+            for task, digest in submitted_answers(e)]
+
+
+def accepted(tx):
+    """[(worker, taskIndex)] of the answers `tx` accepted, in submission order."""
+    return [(who, task) for who, task, _ in submitted(tx)]
 
 
 def reviewed(tx, event: str) -> list[tuple[int, str, int]]:

@@ -7,6 +7,7 @@ tests are independent and cheap. Helpers other test modules reuse:
     new_batch(escrow, requester, token=..., **terms) -> batch id (ETH if token is None)
     revert_msg("EscrowUnknownBatch", 7) -> the string `brownie.reverts` compares against
     settled(tx, "AnswersApproved") -> [(worker, taskIndex), ...] in emission order
+    submitted(tx) -> [(worker, taskIndex, answerDigest), ...] the AnswersSubmitted events accept
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from brownie import Reputation, TaskEscrow, TestStablecoin, accounts, chain
 from eth_account import Account
 from eth_hash.auto import keccak
 
-from _helpers import reviewed  # noqa: F401  (re-exported for the tests importing from conftest)
+from _helpers import reviewed, submitted  # noqa: F401  (re-exported for the tests importing from conftest)
 
 from kempelen.protocol.signing import Answer, Domain, Withdrawal, answer_digest, permit_typed_data, sign, to_compact
 

@@ -47,6 +47,7 @@ from _helpers import (  # noqa: F401  (fixtures)
     mine_at,
     now,
     signed_answer,
+    submitted,
     token_balance,
     withdrawal_signature,
     reviewed,
@@ -513,16 +514,41 @@ class EscrowModel:
             for i, (bid, (w, task, kind)) in enumerate(zip(batch_ids, st_answers))
         ]
         t = self._next_time()
-        # Predict each answer in order: accepted, or the set of reasons that may be given.
+        # Predict each answer in order: accepted, or the set of reasons that may be given; and
+        # the call's logs in order (TaskEscrow._submit): an answer's overdue release and its
+        # AnswerSkipped come at once; an accepted answer joins the open run, logged as one
+        # AnswersSubmitted when an answer of another batch comes, when an accepted answer cannot
+        # extend it (another worker or group of 96 tasks, or not a later task), or at the end.
         expected, fees = [], {}
         released = []
-        for bid, (w, task, kind) in zip(batch_ids, st_answers):
+        logs = []  # ("AnswersReleased", batch, worker, firstTask, tasks) | ("AnswerSkipped", batch,
+        # worker, task) | ("AnswersSubmitted", batch, worker, relayer, firstTask, tasks, digests)
+        run = []  # the open run: (batch, worker, task, digest) of its accepted answers
+
+        def close_run():
+            if run:
+                first = run[0][2] - run[0][2] % GROUP
+                tasks = sum(1 << (a[2] - first) for a in run)
+                digests = tuple(a[3] for a in run)
+                logs.append(("AnswersSubmitted", run[0][0], run[0][1], str(relay), first, tasks, digests))
+                self._count(f"submit:run_of_{len(run)}")
+                run.clear()
+
+        for (answer, _), bid, (w, task, kind) in zip(signed, batch_ids, st_answers):
             who, b = str(self.workers[w]), self.batches.get(bid)
+            if run and run[-1][0] != bid:
+                close_run()
             if b is None:
                 expected.append({UNKNOWN_BATCH})
+                logs.append(("AnswerSkipped", bid, who, task))
                 continue
             if task < b["task_count"]:
-                released += self._release_overdue(bid, who, task, t)
+                keys = self._release_overdue(bid, who, task, t)
+                if keys:
+                    first = task - task % GROUP
+                    tasks = sum(1 << (k[2] - first) for k in keys)
+                    logs.append(("AnswersReleased", bid, who, first, tasks))
+                released += keys
             reasons = set()
             if t > b["deadline"]:
                 reasons.add(PAST_DEADLINE)
@@ -542,13 +568,20 @@ class EscrowModel:
             if b["min_rep"] and self._score(who) < b["min_rep"]:
                 reasons.add(REPUTATION_TOO_LOW)
             expected.append(reasons)
-            if not reasons:
+            if reasons:
+                logs.append(("AnswerSkipped", bid, who, task))
+            else:
+                last = run[-1] if run else None
+                if last and (last[1] != who or last[2] // GROUP != task // GROUP or task <= last[2]):
+                    close_run()
+                run.append((bid, who, task, bytes(answer[2])))
                 self.answers[(bid, who, task)] = PENDING
                 self.submitted_at[(bid, who, task // GROUP)] = t
                 self.counts[(bid, task)] = self.counts.get((bid, task), 0) + 1
                 b["funds"] -= b["reward"] + b["fee"]
                 b["pending"] += 1
                 fees[b["token"]] = fees.get(b["token"], 0) + b["fee"]
+        close_run()
 
         tx = self.escrow.submitAnswers(
             [a for a, _ in signed], [s for _, s in signed], {"from": relay}
@@ -560,22 +593,25 @@ class EscrowModel:
         assert got == released, (got, released)
         for reasons in expected:
             self._count(f"submit:{'skip' if reasons else 'ok'}")
-        events = [e for e in tx.events if e.name in ("AnswerSubmitted", "AnswerSkipped")]
-        assert len(events) == len(signed)
-        for event, reasons, (answer, _) in zip(events, expected, signed):
-            assert (event["batchId"], event["worker"], event["taskIndex"]) == (
-                answer[0],
-                answer[3],
-                answer[1],
-            )
-            if reasons:
-                assert event.name == "AnswerSkipped", (answer, reasons)
-                assert event["reason"] in reasons, (answer, event["reason"], reasons)
-                self._count(f"skip:{SKIP_NAMES[event['reason']]}")
-            else:
-                assert event.name == "AnswerSubmitted", (answer, event)
-                assert event["relayer"] == relay
-                assert bytes(event["answerDigest"]) == answer[2]
+        got, skip_reasons = [], []
+        for e in tx.events:
+            if e.name == "AnswersReleased":
+                got.append((e.name, e["batchId"], e["worker"], e["firstTask"], e["tasks"]))
+            elif e.name == "AnswerSkipped":
+                got.append((e.name, e["batchId"], e["worker"], e["taskIndex"]))
+                skip_reasons.append(e["reason"])
+            elif e.name == "AnswersSubmitted":
+                digests = tuple(bytes(d) for d in e["answerDigests"])
+                got.append((e.name, e["batchId"], e["worker"], e["relayer"], e["firstTask"], e["tasks"], digests))
+        assert got == logs, (got, logs)
+        for reason, reasons in zip(skip_reasons, [r for r in expected if r], strict=True):
+            assert reason in reasons, (reason, reasons)
+            self._count(f"skip:{SKIP_NAMES[reason]}")
+        # Flattened, the runs name the accepted answers in submission order, each once.
+        assert submitted(tx) == [
+            (answer[3], answer[1], bytes(answer[2]))
+            for (answer, _), reasons in zip(signed, expected) if not reasons
+        ]
         for token, amount in fees.items():
             self._credit(token, relay, amount)
 

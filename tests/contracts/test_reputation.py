@@ -1,7 +1,7 @@
 """Reputation: owner-authorized escrows record outcomes; scores gate batches with minReputation."""
 
 from brownie import ZERO_ADDRESS, Reputation
-from conftest import new_batch, refs, reverts
+from conftest import digest_for, new_batch, refs, reverts, submitted
 
 APPROVED, REJECTED, RELEASED = range(3)
 
@@ -53,7 +53,7 @@ def test_min_reputation_admits_workers_with_paid_answers(escrow, requester, work
     gated = new_batch(escrow, requester, minReputation=2)
     tx = submit([(workers[0], gated, 0), (workers[1], gated, 0)])
     assert tx.return_value == 1
-    assert tx.events["AnswerSubmitted"]["worker"] == workers[0]
+    assert submitted(tx) == [(workers[0].address, 0, digest_for(workers[0], gated, 0))]
     assert tx.events["AnswerSkipped"]["worker"] == workers[1]
 
 

@@ -2,7 +2,18 @@
 given a second window by a later answer of the same worker; it is released first."""
 
 from brownie import ZERO_ADDRESS, chain
-from conftest import DAY, REASON_CID, ints, new_batch, reverts, reviewed, sign_answers, status
+from conftest import (
+    DAY,
+    REASON_CID,
+    digest_for,
+    ints,
+    new_batch,
+    reverts,
+    reviewed,
+    sign_answers,
+    status,
+    submitted,
+)
 
 NONE, PENDING, PAID, REJECTED = range(4)
 RELEASED = 2
@@ -21,8 +32,9 @@ def test_a_later_answer_releases_overdue_answers_of_its_group(escrow, reputation
 
     released = [(w, t) for _, w, t in reviewed(tx, "AnswersReleased")]
     assert released == [(worker.address, 0), (worker.address, 5)]  # group 0 only, before the new answer
-    names = [e.name for e in tx.events if e.name in ("AnswersReleased", "AnswerSubmitted")]
-    assert names == ["AnswersReleased", "AnswerSubmitted"]
+    names = [e.name for e in tx.events if e.name in ("AnswersReleased", "AnswersSubmitted")]
+    assert names == ["AnswersReleased", "AnswersSubmitted"]
+    assert submitted(tx) == [(worker.address, 7, digest_for(worker, batch, 7))]
     assert [ints(status(escrow, batch, worker, t))[0] for t in (0, 5, 7, 100)] == [PAID, PAID, PENDING, PENDING]
     assert escrow.balanceOf(ZERO_ADDRESS, worker) == 2 * reward
     assert escrow.batch(batch)["pending"] == pending - 2 + 1
@@ -57,3 +69,26 @@ def test_even_a_skipped_answer_releases_overdue_ones(escrow, requester, relayer,
     assert [t for _, _, t in reviewed(tx, "AnswersReleased")] == [0]
     assert ints(status(escrow, batch, worker, 0))[0] == PAID
     assert escrow.batch(batch)["pending"] == 0  # written back although nothing was accepted
+
+
+def test_runs_are_logged_when_they_close_after_the_releases_of_later_answers(escrow, requester, relayer, workers, submit):
+    """AnswersSubmitted names a run when the run closes: a release that a later answer of the call
+    triggers (for its own group) is logged before the run that answer closed."""
+    batch = new_batch(escrow, requester, taskCount=200, answersPerTask=1, deadline=chain.time() + 30 * DAY)
+    worker = workers[3]
+    submit([(worker, batch, 100)])
+    chain.sleep(3 * DAY + 60)
+
+    tx = submit([(worker, batch, 7), (worker, batch, 8), (worker, batch, 101)])
+
+    assert [(e.name, e["firstTask"], e["tasks"]) for e in tx.events
+            if e.name in ("AnswersReleased", "AnswersSubmitted")] == [
+        ("AnswersReleased", 96, 1 << 4),    # task 100, released when task 101 comes up
+        ("AnswersSubmitted", 0, 0b11 << 7),  # tasks 7 and 8: the run task 101 closed
+        ("AnswersSubmitted", 96, 1 << 5),   # task 101, logged at the end of the call
+    ]
+    assert [(e["relayer"], [bytes(d) for d in e["answerDigests"]]) for e in tx.events["AnswersSubmitted"]] == [
+        (relayer.address, [digest_for(worker, batch, 7), digest_for(worker, batch, 8)]),
+        (relayer.address, [digest_for(worker, batch, 101)]),
+    ]
+    assert [ints(status(escrow, batch, worker, t))[0] for t in (7, 8, 100, 101)] == [PENDING, PENDING, PAID, PENDING]

@@ -37,6 +37,7 @@ from _helpers import (  # noqa: F401  (fixtures)
     now,
     reviewed,
     signed_answer,
+    submitted,
 )
 from _settlement import SettlementBook, requester_with_key, settled_batch
 from brownie import accounts, web3
@@ -174,8 +175,8 @@ class PathsModel:
         per_task = 3 if batch_id == self.batch_ids[0] else 2
         signed = [signed_answer(self.escrow, self._worker(w), batch_id, t) for _, w, t in keys]
         tx = self.escrow.submitAnswers([a for a, _ in signed], [s for _, s in signed], {"from": self.relay})
-        accepted = {(e["worker"], e["taskIndex"]) for e in tx.events["AnswerSubmitted"]} \
-            if "AnswerSubmitted" in tx.events else set()
+        accepted = {(w, t): digest for w, t, digest in submitted(tx)}
+        newly = []  # (worker, task) of the answers the model accepts, in submission order
         skipped = {(e["worker"], e["taskIndex"]): e["reason"] for e in tx.events["AnswerSkipped"]} \
             if "AnswerSkipped" in tx.events else {}
         cost = self.rewards[batch_id] + self.fees[batch_id]
@@ -190,13 +191,16 @@ class PathsModel:
             elif self.counts.get((batch_id, t), 0) >= per_task or self.funds[batch_id] < cost:
                 assert (w, t) in skipped, key
             else:
-                assert (w, t) in accepted, key
+                assert accepted.get((w, t)) == bytes(signed[keys.index(key)][0][2]), key
+                newly.append((w, t))
                 self.direct[key] = PENDING
                 self.counts[(batch_id, t)] = self.counts.get((batch_id, t), 0) + 1
                 self.submitted_at[(batch_id, w, t // GROUP)] = tx.timestamp
                 self.funds[batch_id] -= cost
                 self.pending[batch_id] += 1
                 self._credit(self.tokens[batch_id], self.relay, self.fees[batch_id])
+        # Nothing else accepted, each answer named once, in submission order.
+        assert [(w, t) for w, t, _ in submitted(tx)] == newly
         got = reviewed(tx, "AnswersReleased")
         assert got == released, (got, released)
         return outcome

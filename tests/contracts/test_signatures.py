@@ -27,6 +27,7 @@ from _helpers import (  # noqa: F401  (fixtures)
     skipped,
     status,
     submit,
+    submitted,
     terms,
 )
 from brownie import chain
@@ -102,14 +103,16 @@ def test_valid_answer_accepted_and_relay_paid(deployment, batch):
     answer, signature = signed_answer(d.escrow, w, batch, 1)
     assert d.escrow.submitAnswers.call([answer], [signature], {"from": d.relay}) == 1
     tx = submit(d.escrow, d.relay, [(answer, signature)])
-    event = tx.events["AnswerSubmitted"]
-    assert (event["batchId"], event["worker"], event["relayer"], event["taskIndex"]) == (
+    event = tx.events["AnswersSubmitted"]
+    assert (event["batchId"], event["worker"], event["relayer"], event["firstTask"], event["tasks"]) == (
         batch,
         w,
         d.relay,
-        1,
+        0,
+        1 << 1,
     )
-    assert bytes(event["answerDigest"]) == answer[2]
+    assert [bytes(x) for x in event["answerDigests"]] == [answer[2]]
+    assert submitted(tx) == [(w, 1, answer[2])]
     assert skipped(tx) == []
     assert status(d.escrow, batch, w, 1) == PENDING
     assert batch_field(d.escrow, batch, "funds") == funds - REWARD - RELAY_FEE
@@ -152,8 +155,7 @@ def test_forged_answer_does_not_block_the_honest_one(deployment, batch):
     honest = signed_answer(d.escrow, victim, batch, 2, payload=b"honest")
     tx = submit(d.escrow, d.relay, [forged, honest])
     assert skipped(tx) == [(victim, 2, BAD_SIGNATURE)]
-    assert accepted(tx) == [(victim, 2)]
-    assert bytes(tx.events["AnswerSubmitted"]["answerDigest"]) == hashlib.sha256(b"honest").digest()
+    assert submitted(tx) == [(victim, 2, hashlib.sha256(b"honest").digest())]
 
 
 def test_tampered_answer_digest_skipped(deployment, batch):
@@ -430,6 +432,8 @@ def test_answers_across_batches_in_one_transaction(deployment, batch):
     ]
     tx = submit(d.escrow, d.relay, signed)
     assert accepted(tx) == [(w0, 0), (w0, 0), (w1, 0), (w1, 1)]
+    assert [e["batchId"] for e in tx.events["AnswersSubmitted"]] == [batch, usdc_batch, batch, usdc_batch]
+    assert submitted(tx, usdc_batch) == [(w0, 0, signed[1][0][2]), (w1, 1, signed[4][0][2])]
     assert [s[2] for s in skipped(tx)] == [7]  # TaskFull
     assert batch_field(d.escrow, batch, "pending") == 2
     assert batch_field(d.escrow, usdc_batch, "pending") == 2

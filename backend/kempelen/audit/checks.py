@@ -20,11 +20,12 @@ from kempelen.audit.model import (
     TokenTotals,
 )
 from kempelen.audit.replay import ReasonRef, Replay, SubmittedAnswer
-from kempelen.audit.scan import SUBMISSION_EVENTS, CalldataAnswer, ChainHistory, ChainState
+from kempelen.audit.scan import CalldataAnswer, ChainHistory, ChainState
 from kempelen.errors import InvalidCID
 from kempelen.protocol.cid import CID, raw_cid
 from kempelen.protocol.events import Event
 from kempelen.protocol.manifest import BatchManifest, ManifestError
+from kempelen.protocol.signing import Answer, Domain, SignatureError, recover
 
 Verdicts = dict[CID, str | None]
 
@@ -142,14 +143,18 @@ def _settlement_state_findings(replay: Replay, state: ChainState) -> list[Findin
 def pair_signatures(
     history: ChainHistory, submitted: list[SubmittedAnswer]
 ) -> tuple[list[CalldataAnswer], list[SubmittedAnswer], list[Finding]]:
-    """Each accepted answer with the signature its transaction's calldata carried for it."""
-    slots: defaultdict[str, list[Event]] = defaultdict(list)
-    for event in history.events:
-        if event.address == history.escrow and event.name in SUBMISSION_EVENTS:
-            slots[event.transaction_hash].append(event)
+    """Each accepted answer with the signature its transaction's calldata carried for it.
+
+    Paired by content, (batchId, taskIndex, answerDigest, worker): AnswersSubmitted names a
+    worker's answers per 96-task group and is logged when the group closes, so neither its
+    position nor its log index follows the calldata. Copies of one answer in one call (the
+    escrow accepts the first it can and skips the rest) are told apart by whose signature
+    recovers to the worker: any of them shows the worker signed exactly this answer.
+    """
     by_tx: defaultdict[str, list[SubmittedAnswer]] = defaultdict(list)
     for answer in submitted:
         by_tx[answer.tx].append(answer)
+    domain = Domain(history.chain_id, history.escrow)
     items: list[CalldataAnswer] = []
     owners: list[SubmittedAnswer] = []
     findings: list[Finding] = []
@@ -159,36 +164,33 @@ def pair_signatures(
             findings.extend(_finding(SIGNATURES, "calldata_unavailable", "no submitAnswers call to the escrow "
                                      "found in this transaction: signature not verified", a) for a in answers)
             continue
-        signatures = _signatures_by_event(slots[tx], calldata)
+        unused: defaultdict[tuple, list[bytes]] = defaultdict(list)
+        for relayed, signature in calldata:
+            unused[relayed].append(signature)
         for answer in answers:
-            signature = signatures.get(answer.log_index)
-            if signature is None:
+            relayed = (answer.batch, answer.task, answer.digest, answer.worker)
+            candidates = unused.get(relayed)
+            if not candidates:
                 findings.append(_finding(SIGNATURES, "answer_not_in_calldata", "accepted answer does not "
                                          "appear in the transaction's submitAnswers calldata", answer))
                 continue
-            items.append(((answer.batch, answer.task, answer.digest, answer.worker), signature))
+            items.append((relayed, candidates.pop(_signed_copy(domain, relayed, candidates))))
             owners.append(answer)
     return items, owners, findings
 
 
-def _signatures_by_event(events: list[Event], calldata: list[CalldataAnswer]) -> dict[int, bytes]:
-    """log_index -> signature: positionally when events and calldata line up, else by content."""
-    def key(event: Event) -> tuple:
-        return (event.args["batchId"], event.args["taskIndex"], event.args["worker"])
-
-    if len(events) == len(calldata) and all(key(e) == (a[0], a[1], a[3]) for e, (a, _) in zip(events, calldata)):
-        return {e.log_index: sig for e, (a, sig) in zip(events, calldata)
-                if e.name == "AnswerSubmitted" and a[2] == e.args["answerDigest"]}
-    unused: defaultdict[tuple, list[bytes]] = defaultdict(list)
-    for answer, signature in calldata:
-        unused[answer].append(signature)
-    found = {}
-    for e in events:
-        if e.name == "AnswerSubmitted":
-            candidates = unused.get((*key(e)[:2], e.args["answerDigest"], key(e)[2]))
-            if candidates:
-                found[e.log_index] = candidates.pop(0)
-    return found
+def _signed_copy(domain: Domain, relayed: tuple, signatures: list[bytes]) -> int:
+    """Which of the signatures relayed with copies of one answer its worker made (the first if
+    none or only one): recovered here, since such copies are rare."""
+    if len(signatures) > 1:
+        digest = domain.digest(Answer(*relayed).struct_hash())
+        for i, signature in enumerate(signatures):
+            try:
+                if recover(digest, signature) == relayed[3]:
+                    return i
+            except SignatureError:
+                continue
+    return 0
 
 
 def signature_findings(owners: list[SubmittedAnswer], signers: list[str]) -> list[Finding]:

@@ -25,7 +25,7 @@ from kempelen.audit.model import (
 from kempelen.audit.settlement_replay import SettlementReplay, SettlementState
 from kempelen.errors import InvalidCID
 from kempelen.protocol.cid import CID
-from kempelen.protocol.events import Event, reviewed_tasks
+from kempelen.protocol.events import Event, reviewed_tasks, submitted_answers
 
 TASKS_PER_GROUP = 96  # ITaskEscrow: one review clock per worker per 96 tasks of a batch
 PENDING, PAID, REJECTED = "pending", "paid", "rejected"
@@ -117,14 +117,14 @@ class Replay(SettlementReplay):
             self.tokens[token] = TokenTotals(token)
         return self.tokens[token]
 
-    def _batch(self, event: Event) -> BatchLedger | None:
+    def _batch(self, event: Event, task: int | None = None) -> BatchLedger | None:
         batch_id = event.args["batchId"]
         ledger = self.batches.get(batch_id)
         if ledger is None:
             self._find(MONEY, "unknown_batch",
                        f"{event.name} names batch {batch_id}, which no BatchCreated in the audited range created "
                        "(audit from an earlier --from-block)", event, batch=batch_id,
-                       worker=event.args.get("worker"), task=event.args.get("taskIndex"))
+                       worker=event.args.get("worker"), task=event.args.get("taskIndex", task))
         return ledger
 
     # -- batches ----------------------------------------------------------------------
@@ -194,12 +194,24 @@ class Replay(SettlementReplay):
         if ledger is not None:
             ledger.totals.skipped += 1
 
-    def _on_AnswerSubmitted(self, e: Event) -> None:
-        ledger = self._batch(e)
+    def _on_AnswersSubmitted(self, e: Event) -> None:
+        """A submission event names a worker's accepted answers in one 96-task group: each is
+        accepted alone. One whose task bitmap and digests disagree names no answer for sure."""
+        try:
+            answers = submitted_answers(e.args)
+        except ValueError as exc:
+            self._find(PAYOUTS, "submission_malformed", f"{exc}: which answers it accepted cannot be "
+                       "told, so none of them is replayed", e, batch=e.args["batchId"], worker=e.args["worker"])
+            return
+        for task, digest in answers:
+            self._submit(e, task, digest)
+
+    def _submit(self, e: Event, task: int, digest: bytes) -> None:
+        ledger = self._batch(e, task)
         if ledger is None:
             return
         totals, now = ledger.totals, self._time(e)
-        batch_id, worker, task = totals.batch, e.args["worker"], e.args["taskIndex"]
+        batch_id, worker = totals.batch, e.args["worker"]
         where = {"batch": batch_id, "task": task, "worker": worker}
         if now > totals.deadline:
             self._find(TIMING, "submitted_after_deadline", f"answer accepted at {now}, after batch deadline "
@@ -229,8 +241,8 @@ class Replay(SettlementReplay):
         totals.fees += totals.relay_fee
         self.accounts[(totals.token, e.args["relayer"])] += totals.relay_fee
         self._token(totals.token).relay_fees += totals.relay_fee
-        self.submitted.append(SubmittedAnswer(batch_id, task, worker, e.args["answerDigest"], e.block_number,
-                                              e.transaction_hash, e.log_index))
+        self.submitted.append(SubmittedAnswer(batch_id, task, worker, digest, e.block_number, e.transaction_hash,
+                                              e.log_index))
 
     def _on_AnswersApproved(self, e: Event) -> None:
         self._reviews(e, "approved")
@@ -247,7 +259,7 @@ class Replay(SettlementReplay):
             self._review(e, outcome, task)
 
     def _review(self, e: Event, outcome: str, task: int) -> None:
-        ledger = self._batch(e)
+        ledger = self._batch(e, task)
         if ledger is None:
             return
         totals, now = ledger.totals, self._time(e)

@@ -26,7 +26,7 @@ SUBMIT_SELECTOR = selector(SUBMIT_SIGNATURE)
 _BATCH_TYPE = "(address,uint40,uint32,uint8,address,uint32,uint32,uint128,uint128,uint128,uint64,bytes32)"
 SETTLE_TYPES = ["(uint64,uint32,bytes32,uint256,bytes,(address,uint32,uint256)[])", "bytes"]
 SETTLE_SELECTOR = selector(f"settle({','.join(SETTLE_TYPES)})")
-SUBMISSION_EVENTS = ("AnswerSubmitted", "AnswerSkipped")
+SUBMISSION_EVENTS = ("AnswersSubmitted", "AnswerSkipped")
 REVIEW_EVENTS = ("AnswersApproved", "AnswersRejected", "AnswersReleased")
 
 # (batchId, taskIndex, answerDigest, worker) and the signature bytes, as relayed in calldata.
@@ -294,7 +294,7 @@ def _credited_accounts(events: list[Event]) -> set[tuple[str, str]]:
     for e in events:
         if e.name == "Withdrawn":
             accounts.add((e.args["token"], e.args["account"]))
-        elif e.name in ("AnswersApproved", "AnswersReleased", "BonusPaid", "AnswerSubmitted", "SettlementPosted",
+        elif e.name in ("AnswersApproved", "AnswersReleased", "BonusPaid", "AnswersSubmitted", "SettlementPosted",
                         "EarningsClaimed"):
             token = token_of.get(e.args["batchId"])
             if token is not None:

@@ -80,6 +80,16 @@ def cid_text(hex_bytes: str) -> str:
         return hex_bytes  # a CID string never starts with 0x, so nothing is lost or confused
 
 
+def stored_submitted_answers(args: dict) -> list[tuple[int, str]]:
+    """(taskIndex, answerDigest as 0x hex) of each answer an AnswersSubmitted row names, ascending:
+    `protocol.events.submitted_answers` for args in stored (JSON-safe) form. Raises ValueError
+    when the task bitmap and the digests disagree (LogDecoder refuses such a log up front)."""
+    tasks, digests = reviewed_tasks(args), args["answerDigests"]
+    if len(tasks) != len(digests):
+        raise ValueError(f"AnswersSubmitted names {len(tasks)} tasks but carries {len(digests)} digests")
+    return list(zip(tasks, digests))
+
+
 @dataclass(frozen=True)
 class BatchTerms:
     """The immutable terms that price a batch's answers."""
@@ -171,25 +181,28 @@ class Projector:
         }
         self._delta(batch_id, row["block_number"])
 
-    def answer_submitted(self, row: dict, args: dict) -> None:
-        batch_id, worker, task_index = int(args["batchId"]), args["worker"], int(args["taskIndex"])
-        self.changes.answers[(batch_id, worker, task_index)] = {
-            "chain_id": self.chain_id, "batch_id": batch_id, "worker": worker, "task_index": task_index,
-            "answer_digest": args["answerDigest"],
-            "answer_cid": str(raw_cid(bytes.fromhex(args["answerDigest"][2:]))),
-            "relayer": args["relayer"], "status": "pending", "reason_cid": None,
-            "submitted_block": row["block_number"], "submitted_tx": row["transaction_hash"],
-            "reviewed_block": None, "reviewed_tx": None,
-        }
+    def answers_submitted(self, row: dict, args: dict) -> None:
+        """One `indexed_answers` row per answer the event names (one worker, one 96-task group)."""
+        batch_id, worker, relayer = int(args["batchId"]), args["worker"], args["relayer"]
+        answers = stored_submitted_answers(args)
+        for task_index, digest in answers:
+            self.changes.answers[(batch_id, worker, task_index)] = {
+                "chain_id": self.chain_id, "batch_id": batch_id, "worker": worker, "task_index": task_index,
+                "answer_digest": digest, "answer_cid": str(raw_cid(bytes.fromhex(digest[2:]))),
+                "relayer": relayer, "status": "pending", "reason_cid": None,
+                "submitted_block": row["block_number"], "submitted_tx": row["transaction_hash"],
+                "reviewed_block": None, "reviewed_tx": None,
+            }
         terms = self.terms.get(batch_id)
         if terms is None:
             return  # batch created before the first indexed block: its money is unknown
+        count = len(answers)
         delta = self._delta(batch_id, row["block_number"])
-        delta["funds"] -= terms.reward + terms.relay_fee
-        delta["pending"] += 1
-        delta["answers_submitted"] += 1
-        delta["relay_fees_paid"] += terms.relay_fee
-        self._credit(terms.token, args["relayer"], terms.relay_fee)
+        delta["funds"] -= count * (terms.reward + terms.relay_fee)
+        delta["pending"] += count
+        delta["answers_submitted"] += count
+        delta["relay_fees_paid"] += count * terms.relay_fee
+        self._credit(terms.token, relayer, count * terms.relay_fee)
 
     def answers_reviewed(self, row: dict, args: dict) -> None:
         status = _REVIEWS[row["name"]]
@@ -313,7 +326,7 @@ class Projector:
 
 _HANDLERS = {
     "BatchCreated": Projector.batch_created,
-    "AnswerSubmitted": Projector.answer_submitted,
+    "AnswersSubmitted": Projector.answers_submitted,
     "AnswersApproved": Projector.answers_reviewed,
     "AnswersRejected": Projector.answers_reviewed,
     "AnswersReleased": Projector.answers_reviewed,

@@ -171,6 +171,15 @@ class EventDecoder:
 REVIEW_OUTCOMES = {"AnswersApproved": "approved", "AnswersRejected": "rejected", "AnswersReleased": "released"}
 
 
+def submitted_answers(args: dict) -> list[tuple[int, bytes]]:
+    """(taskIndex, answerDigest) of each answer an AnswersSubmitted event's args name, ascending
+    by task: the event lists the digests in the order of the set bits of its task bitmap."""
+    tasks, digests = reviewed_tasks(args), [bytes(d) for d in args["answerDigests"]]
+    if len(tasks) != len(digests):
+        raise ValueError(f"AnswersSubmitted names {len(tasks)} tasks but carries {len(digests)} digests")
+    return list(zip(tasks, digests))
+
+
 def reviewed_tasks(args: dict) -> list[int]:
     """The task indexes a review event's args name, ascending (args as decoded or as stored)."""
     first, tasks = int(args["firstTask"]), int(args["tasks"])

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 
 from kempelen.chain import artifacts
-from kempelen.protocol.events import Event, EventDecoder
+from kempelen.protocol.events import Event, EventDecoder, submitted_answers
+
+log = logging.getLogger("kempelen.relay.submitter")
 
 # ITaskEscrow.SkipReason, by value.
 SKIP_REASONS = (
@@ -21,8 +24,8 @@ ALREADY_ANSWERED = "AlreadyAnswered"
 class AnswerOutcome:
     """One answer's fate in a mined transaction.
 
-    status: "onchain" (AnswerSubmitted), "skipped" (AnswerSkipped, with its reason) or
-    "missing" (no event names it: the transaction did not carry it, or reverted).
+    status: "onchain" (an AnswersSubmitted event names it), "skipped" (AnswerSkipped, with its
+    reason) or "missing" (no event names it: the transaction did not carry it, or reverted).
     """
 
     answer_id: int
@@ -39,23 +42,34 @@ def skip_reason_name(value: int) -> str:
 
 def outcomes(pack: Sequence[tuple[int, tuple[int, str, int]]], events: Iterable[Event],
              escrow: str) -> list[AnswerOutcome]:
-    """Match the escrow's AnswerSubmitted/AnswerSkipped events of one receipt to the pack.
+    """Match the escrow's AnswersSubmitted/AnswerSkipped events of one receipt to the pack.
 
     `pack` holds (answer id, (batch id, worker, task index)); events from other contracts
-    (a token, a look-alike) are ignored, so only the escrow can vouch for an answer.
+    (a token, a look-alike) are ignored, so only the escrow can vouch for an answer. One
+    AnswersSubmitted names several answers of a worker (its task bitmap and digests); it is
+    logged when its group closes, so after skips of later answers: an acceptance of a key
+    outranks a skip of it whatever the log order.
     """
     seen: dict[tuple[int, str, int], AnswerOutcome] = {}
     escrow = escrow.lower()
     for event in events:
-        if event.address.lower() != escrow or event.name not in ("AnswerSubmitted", "AnswerSkipped"):
+        if event.address.lower() != escrow:
             continue
-        key = (event.args["batchId"], event.args["worker"].lower(), event.args["taskIndex"])
-        if event.name == "AnswerSubmitted":
-            seen[key] = AnswerOutcome(0, "onchain", event.block_number,
-                                      answer_digest=event.args["answerDigest"])
-        else:
-            seen[key] = AnswerOutcome(0, "skipped", event.block_number,
-                                      skip_reason=skip_reason_name(event.args["reason"]))
+        if event.name == "AnswersSubmitted":
+            try:
+                answers = submitted_answers(event.args)
+            except ValueError as exc:  # not the escrow's shape: vouches for nothing, state decides
+                log.error("ignoring malformed %s in %s: %s", event.name, event.transaction_hash, exc)
+                continue
+            batch_id, worker = event.args["batchId"], event.args["worker"].lower()
+            for task_index, digest in answers:
+                seen[batch_id, worker, task_index] = AnswerOutcome(0, "onchain", event.block_number,
+                                                                   answer_digest=digest)
+        elif event.name == "AnswerSkipped":
+            key = (event.args["batchId"], event.args["worker"].lower(), event.args["taskIndex"])
+            if key not in seen or seen[key].status != "onchain":
+                seen[key] = AnswerOutcome(0, "skipped", event.block_number,
+                                          skip_reason=skip_reason_name(event.args["reason"]))
     result = []
     for answer_id, (batch_id, worker, task_index) in pack:
         found = seen.get((batch_id, worker.lower(), task_index))

@@ -7,6 +7,7 @@ database, so the submitter decides what each outcome means for the queue.
 from __future__ import annotations
 
 import enum
+import logging
 import time
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from web3.exceptions import (
 
 from kempelen.chain.contracts import Chain, explain_revert
 from kempelen.errors import KempelenError
+from kempelen.protocol.events import submitted_answers
 from kempelen.relay.fees import Fees, suggest_fees
 from kempelen.relay.receipts import escrow_decoder
 
@@ -33,6 +35,8 @@ GAS_HEADROOM_FLAT = 30_000
 
 FEES_CACHE_SECONDS = 1.0  # blocks come every second or more; a pack a few ms apart needs no new quote
 ANSWER_STATUSES = ("None", "Pending", "Paid", "Rejected")
+
+log = logging.getLogger("kempelen.relay.submitter")
 
 
 class RelayerError(KempelenError):
@@ -200,13 +204,21 @@ class Relayer:
         return self.w3.eth.get_block("latest")["timestamp"]
 
     def submitted_digest(self, batch_id: int, worker: str, task_index: int) -> tuple[bytes, int, str] | None:
-        """(answerDigest, block, tx hash) of the AnswerSubmitted event for the answer, if any."""
+        """(answerDigest, block, tx hash) of the answer as the escrow accepted it, if any: from the
+        AnswersSubmitted events of the batch and worker (topics), the first naming the task."""
         decoder = escrow_decoder()
-        topics = [decoder.topics("AnswerSubmitted")[0], "0x" + batch_id.to_bytes(32, "big").hex(),
+        topics = [decoder.topics("AnswersSubmitted")[0], "0x" + batch_id.to_bytes(32, "big").hex(),
                   "0x" + bytes(12).hex() + worker.lower().removeprefix("0x")]
         logs = self.w3.eth.get_logs({"address": self.escrow, "topics": topics,
                                      "fromBlock": self.chain.deployment.deploy_block, "toBlock": "latest"})
         for event in decoder.decode_all(logs):
-            if event.args["taskIndex"] == task_index:
-                return event.args["answerDigest"], event.block_number, event.transaction_hash
+            offset = task_index - event.args["firstTask"]
+            if not 0 <= offset < 256 or not event.args["tasks"] >> offset & 1:
+                continue  # another group, or a task of the group this event does not name
+            try:
+                answers = dict(submitted_answers(event.args))
+            except ValueError as exc:  # not the escrow's shape: the answer status decides alone
+                log.error("ignoring malformed AnswersSubmitted in %s: %s", event.transaction_hash, exc)
+                continue
+            return answers[task_index], event.block_number, event.transaction_hash
         return None

@@ -7,7 +7,12 @@ from dataclasses import dataclass, replace
 from kempelen.chain import artifacts
 from kempelen.chain.contracts import Chain
 from kempelen.protocol.cid import CID, raw_cid
-from kempelen.protocol.events import REVIEW_OUTCOMES, EventDecoder, reviewed_tasks
+from kempelen.protocol.events import (
+    REVIEW_OUTCOMES,
+    EventDecoder,
+    reviewed_tasks,
+    submitted_answers,
+)
 
 
 @dataclass(frozen=True)
@@ -25,7 +30,7 @@ class AnswerRecord:
 def batch_answers(chain: Chain, batch_id: int) -> list[AnswerRecord]:
     """Every answer ever accepted for `batch_id`, in submission order, with its latest status."""
     decoder = EventDecoder(artifacts.load("TaskEscrow").abi)
-    names = ("AnswerSubmitted", *REVIEW_OUTCOMES)
+    names = ("AnswersSubmitted", *REVIEW_OUTCOMES)
     logs = chain.w3.provider.make_request("eth_getLogs", [{
         "address": chain.escrow.address,
         "fromBlock": hex(chain.deployment.deploy_block),
@@ -37,12 +42,12 @@ def batch_answers(chain: Chain, batch_id: int) -> list[AnswerRecord]:
     answers: dict[tuple[str, int], AnswerRecord] = {}
     for event in decoder.decode_all(logs["result"]):
         worker = event.args["worker"]
-        if event.name == "AnswerSubmitted":
-            key = (worker, event.args["taskIndex"])
-            answers[key] = AnswerRecord(
-                batch_id=batch_id, worker=worker, task_index=key[1],
-                answer_cid=str(raw_cid(event.args["answerDigest"])), status="pending",
-                relayer=event.args["relayer"], submitted_tx=event.transaction_hash)
+        if event.name == "AnswersSubmitted":
+            for task, digest in submitted_answers(event.args):  # ValueError: not the escrow's shape
+                answers[worker, task] = AnswerRecord(
+                    batch_id=batch_id, worker=worker, task_index=task,
+                    answer_cid=str(raw_cid(digest)), status="pending",
+                    relayer=event.args["relayer"], submitted_tx=event.transaction_hash)
             continue
         reason = event.args.get("reasonCid")
         for task in reviewed_tasks(event.args):
