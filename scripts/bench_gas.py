@@ -4,8 +4,9 @@
 
 A requester funds 34 tasks x 3 answers in the 6-decimal test stablecoin; 10 workers each
 answer 10 tasks; the relay receives answers interleaved as a crowd sends them (answer k:
-worker k % 10, task k // 3) and submits all 100 in one `submitAnswers` call with EIP-2098
-compact signatures, every one verified on-chain. The requester approves them in one call
+worker k % 10, task k // 3), sorts them by worker and task (kempelen.relay.packing.order_for_gas)
+and submits all 100 in one `submitAnswers` call with EIP-2098 compact signatures, every one
+verified on-chain (`submit_per_answer_arrival_order`: the same answers unsorted). The requester approves them in one call
 (grouped by worker, as the SDK sends them); each worker withdraws once.
 
 Round 1 is all first-timers: requester, workers and relay have no reputation record, no
@@ -56,7 +57,9 @@ def _create_batch(escrow, usdc, requester):
     return tx.return_value, tx.gas_used
 
 
-def _signed_answers(escrow, batch_id, workers, compact=True):
+def _signed_answers(escrow, batch_id, workers, compact=True, arrival_order=False):
+    """The batch's 100 signed answers, in the order the relay submits them (sorted by worker and
+    task, as kempelen.relay.packing.order_for_gas does) or in arrival order."""
     domain = Domain(chain.id, escrow.address)
     answers, signatures = [], []
     for k in range(ANSWERS):
@@ -65,6 +68,9 @@ def _signed_answers(escrow, batch_id, workers, compact=True):
         signature = sign(domain.digest(answer.struct_hash()), worker.private_key)
         answers.append(answer.as_tuple())
         signatures.append(to_compact(signature) if compact else signature)
+    if not arrival_order:
+        ordered = sorted(zip(answers, signatures), key=lambda pair: (pair[0][3].lower(), pair[0][1]))
+        answers, signatures = [a for a, _ in ordered], [s for _, s in ordered]
     return answers, signatures
 
 
@@ -93,9 +99,12 @@ def _variants(escrow, batch_id, workers, requester, relay, outsider, gas):
     full = _signed_answers(escrow, batch_id, workers, compact=False)[1]
     chain.snapshot()
     gas["submit_per_answer_65byte_sigs"] = escrow.submitAnswers(answers, full, {"from": relay}).gas_used // ANSWERS
+    chain.revert()
+    arrival = _signed_answers(escrow, batch_id, workers, arrival_order=True)
+    gas["submit_per_answer_arrival_order"] = escrow.submitAnswers(*arrival, {"from": relay}).gas_used // ANSWERS
     replays = {
         "approve_per_answer_arrival_order": lambda: escrow.approve(
-            batch_id, _refs(answers, by_worker=False), {"from": requester}),
+            batch_id, _refs(arrival[0], by_worker=False), {"from": requester}),
         "reject_per_answer": lambda: escrow.reject(batch_id, _refs(answers), REASON_CID, {"from": requester}),
         "release_per_answer": lambda: (chain.sleep(3 * DAY + 60),
                                        escrow.release(batch_id, _refs(answers), {"from": outsider}))[1],

@@ -1,7 +1,8 @@
 """`make bench-index`: events/s indexed from anvil into SQLite and PostgreSQL.
 
-Builds a history of >= 50,000 escrow and reputation events on a fresh anvil (batches, many
-signed answers per submitAnswers, approvals, rejections, releases, withdrawals), then times
+Builds a history of escrow and reputation events naming 25,200 answers on a fresh anvil
+(batches, many signed answers per submitAnswers, approvals, rejections, releases, withdrawals:
+~11,000 events, since submissions and reviews are logged per worker and 96-task group), then times
 `kempelen.indexer` catching up from the deployment block into a fresh SQLite file and a fresh
 PostgreSQL database. Writes build/bench/index.json.
 """
