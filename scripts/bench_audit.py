@@ -25,6 +25,7 @@ from kempelen.chain.contracts import ETH, deploy_protocol
 from kempelen.ipfs.store import ContentStore
 from kempelen.protocol.manifest import BatchManifest
 from kempelen.protocol.signing import Answer, Domain, answer_digest, sign
+from kempelen.protocol.tasksets import task_sets
 from web3 import Web3
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,9 +91,12 @@ def build_history(w3: Web3, deployment, store: ContentStore, keys: list[str], an
         sender.send(relayer, escrow, "submitAnswers", [[m.as_tuple() for m, _ in chunk], [s for _, s in chunk]])
     sender.settle()
     _review(w3, sender, escrow, requester, relayer, signed, reason)
-    for key in workers[:20]:  # half the workers cash out; the rest stay owed
+    cashing_out = workers[:20]  # half the workers cash out; the rest stay owed
+    for key in cashing_out:  # gas money first, while nothing else is in flight: web3 fills in the
+        # fees from a recent block, which a pruned anvil may have dropped once later blocks land
         address = Account.from_key(key).address
         w3.eth.send_transaction({"from": Account.from_key(keys[0]).address, "to": address, "value": 10**17})
+    for key in cashing_out:
         for token in (ETH, usdc.address):
             sender.send(key, escrow, "withdraw", [token])
     sender.settle()
@@ -110,15 +114,15 @@ def _review(w3, sender, escrow, requester, relayer, signed, reason) -> None:
         rejected_until = approved_until + len(refs) // 20
         approve, reject, release = refs[:approved_until], refs[approved_until:rejected_until], refs[rejected_until:]
         for i in range(0, len(approve), 400):
-            sender.send(requester, escrow, "approve", [batch_id, approve[i : i + 400]])
-        sender.send(requester, escrow, "reject", [batch_id, reject, reason])
+            sender.send(requester, escrow, "approve", [batch_id, task_sets(approve[i : i + 400])])
+        sender.send(requester, escrow, "reject", [batch_id, task_sets(reject), reason])
         later[batch_id] = release
     sender.settle()
     w3.provider.make_request("evm_increaseTime", [WINDOW + 1])
     w3.provider.make_request("evm_mine", [])
     for batch_id, release in later.items():
         for i in range(0, len(release), 400):
-            sender.send(relayer, escrow, "release", [batch_id, release[i : i + 400]])
+            sender.send(relayer, escrow, "release", [batch_id, task_sets(release[i : i + 400])])
     sender.settle()
 
 
