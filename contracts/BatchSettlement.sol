@@ -439,7 +439,7 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
 
     /// Set bits of x (SWAR popcount over the whole word: per-byte counts, then their sum in the
     /// top byte by one multiplication, which holds while the count is below 256; x < 2^192 here).
-    function _popcount(uint256 x) private pure returns (uint256) {
+    function _popcount(uint256 x) internal pure returns (uint256) {
         unchecked {
             uint256 m1 = 0x5555555555555555555555555555555555555555555555555555555555555555;
             uint256 m2 = 0x3333333333333333333333333333333333333333333333333333333333333333;
@@ -452,7 +452,7 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
         }
     }
 
-    function _lowestBit(uint256 x) private pure returns (uint256 index) {
+    function _lowestBit(uint256 x) internal pure returns (uint256 index) {
         while (x & 1 == 0) {
             x >>= 1;
             ++index;

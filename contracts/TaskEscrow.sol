@@ -226,17 +226,17 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         accepted += _closeRun(run);
     }
 
-    function approve(uint64 batchId, AnswerRef[] calldata answers) external nonReentrant {
-        _review(batchId, answers, IReputation.Outcome.Approved, "");
+    function approve(uint64 batchId, TaskSet[] calldata sets) external nonReentrant {
+        _review(batchId, sets, IReputation.Outcome.Approved, "");
     }
 
-    function reject(uint64 batchId, AnswerRef[] calldata answers, bytes calldata reasonCid) external nonReentrant {
+    function reject(uint64 batchId, TaskSet[] calldata sets, bytes calldata reasonCid) external nonReentrant {
         if (reasonCid.length == 0) revert EscrowEmptyReason();
-        _review(batchId, answers, IReputation.Outcome.Rejected, reasonCid);
+        _review(batchId, sets, IReputation.Outcome.Rejected, reasonCid);
     }
 
-    function release(uint64 batchId, AnswerRef[] calldata answers) external nonReentrant {
-        _review(batchId, answers, IReputation.Outcome.Released, "");
+    function release(uint64 batchId, TaskSet[] calldata sets) external nonReentrant {
+        _review(batchId, sets, IReputation.Outcome.Released, "");
     }
 
     // ---------------------------------------------------------------- workers
@@ -706,12 +706,13 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
 
     // ---------------------------------------------------------------- internals: review
 
-    /// Settles pending answers of one batch: approve, reject or release. Consecutive answers of
-    /// one worker share one balance update and one reputation record; consecutive answers in one
-    /// answer word share one storage write.
+    /// Settles pending answers of one batch: approve, reject or release. Each set is one answer
+    /// word, checked, rewritten and logged at once (2 status bits per task: the set's tasks spread
+    /// to their lanes); consecutive sets of one worker share one balance update and one
+    /// reputation record.
     function _review(
         uint64 batchId,
-        AnswerRef[] calldata answers,
+        TaskSet[] calldata sets,
         IReputation.Outcome outcome,
         bytes memory reasonCid
     ) private {
@@ -729,109 +730,116 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         run.reviewWindow = b.reviewWindow;
         run.flip = outcome == IReputation.Outcome.Rejected ? PENDING ^ REJECTED : PENDING ^ PAID;
 
-        uint256 key; // of the answer word in `word`: written back, with its event, when the key changes
-        uint256 word;
-        uint256 tasks; // answers reviewed in that word: bit b = task b of its group
-        for (uint256 i; i < answers.length;) {
-            (address worker, uint32 taskIndex) = _refAt(answers, i);
-            uint256 nextKey = _answerKey(batchId, worker, taskIndex);
-            if (nextKey != key) {
-                if (key != 0) _closeGroup(run, key, word, tasks, reasonCid);
-                key = nextKey;
-                word = _answerWords[nextKey];
-                tasks = 0;
-                _openGroup(run, word, worker, taskIndex);
-            }
-            word = _mark(run, word, worker, taskIndex);
+        uint256 answers;
+        for (uint256 i; i < sets.length;) {
+            (address worker, uint256 firstTask, uint256 tasks) = _setAt(sets, i);
+            answers += _reviewSet(run, worker, firstTask, tasks, reasonCid);
             unchecked {
-                tasks |= 1 << (taskIndex % TASKS_PER_WORD);
                 ++i;
             }
         }
-        if (key != 0) _closeGroup(run, key, word, tasks, reasonCid);
         _creditRun(run);
 
-        b.pending -= uint40(answers.length);
-        if (outcome == IReputation.Outcome.Rejected) b.funds += uint128(answers.length * run.reward);
+        b.pending -= uint40(answers);
+        if (outcome == IReputation.Outcome.Rejected) b.funds += uint128(answers * run.reward);
     }
 
-    /// Opens a reviewed answer word at its first answer (worker, taskIndex): the answer must be
-    /// pending, and the word's review window (one clock per word) open or, for a release, closed.
-    /// Starts the worker's run unless the previous word was the same worker's.
-    function _openGroup(ReviewRun memory run, uint256 word, address worker, uint32 taskIndex) private {
+    /// Reviews one set: every named answer must be pending, inside its review window (one clock
+    /// per answer word) or, for a release, past it. Writes the word back, logs the set and adds
+    /// its answers to the worker's run; returns how many.
+    function _reviewSet(ReviewRun memory run, address worker, uint256 firstTask, uint256 tasks, bytes memory reasonCid)
+        private
+        returns (uint256 count)
+    {
         uint64 batchId = uint64(run.batchId);
-        uint256 status = (word >> _statusShift(taskIndex)) & STATUS_MASK;
-        if (status != PENDING) revert EscrowAnswerNotPending(batchId, worker, taskIndex, AnswerStatus(status));
+        if (firstTask % TASKS_PER_WORD != 0 || tasks == 0 || tasks >> TASKS_PER_WORD != 0) {
+            revert EscrowInvalidTaskSet(batchId, worker, uint32(firstTask), tasks);
+        }
+        uint256 slot = _slotOf(_answerWordsSlot(), _answerKey(batchId, worker, firstTask));
+        uint256 word = _load(slot);
+        uint256 lanes = _lanes(tasks);
+        uint256 wrong = (word & (lanes | (lanes << 1))) ^ lanes; // lanes whose status is not 01
+        if (wrong != 0) {
+            uint256 lane = _lowestBit(wrong) >> 1;
+            revert EscrowAnswerNotPending(
+                batchId, worker, uint32(firstTask + lane), AnswerStatus((word >> (lane << 1)) & STATUS_MASK)
+            );
+        }
+        _checkReviewWindow(run, word, worker, firstTask + _lowestBit(tasks));
+        if (worker != run.worker) {
+            _creditRun(run);
+            run.worker = worker;
+            run.count = 0;
+        }
+        count = _popcount(tasks);
+        unchecked {
+            run.count += count;
+        }
+        _store(slot, word ^ (lanes * run.flip)); // each lane 01 -> 10 (paid) or 11 (rejected)
+        IReputation.Outcome outcome = run.outcome;
+        if (outcome == IReputation.Outcome.Approved) {
+            emit AnswersApproved(batchId, worker, uint32(firstTask), tasks);
+        } else if (outcome == IReputation.Outcome.Released) {
+            emit AnswersReleased(batchId, worker, uint32(firstTask), tasks);
+        } else {
+            _reopenTasks(batchId, firstTask, tasks);
+            emit AnswersRejected(batchId, worker, uint32(firstTask), tasks, reasonCid);
+        }
+    }
+
+    /// Reverts unless the answer word's review window is open (approve, reject) or closed (release).
+    function _checkReviewWindow(ReviewRun memory run, uint256 word, address worker, uint256 taskIndex) private view {
         uint256 reviewDeadline;
         unchecked {
             reviewDeadline = (word >> TIMESTAMP_SHIFT) + run.reviewWindow; // < 2^64 + 2^32
         }
         if (run.outcome == IReputation.Outcome.Released) {
             if (block.timestamp <= reviewDeadline) {
-                revert EscrowReviewWindowOpen(batchId, worker, taskIndex, uint64(reviewDeadline));
+                revert EscrowReviewWindowOpen(uint64(run.batchId), worker, uint32(taskIndex), uint64(reviewDeadline));
             }
         } else if (block.timestamp > reviewDeadline) {
-            revert EscrowReviewWindowClosed(batchId, worker, taskIndex, uint64(reviewDeadline));
-        }
-        if (worker != run.worker) {
-            _creditRun(run);
-            run.worker = worker;
-            run.count = 0;
+            revert EscrowReviewWindowClosed(uint64(run.batchId), worker, uint32(taskIndex), uint64(reviewDeadline));
         }
     }
 
-    /// `word` with the worker's pending answer to `taskIndex` marked paid or rejected (a rejection
-    /// also reopens the task's slot); counts it in the worker's run.
-    function _mark(ReviewRun memory run, uint256 word, address worker, uint32 taskIndex) private returns (uint256) {
-        uint256 shift = _statusShift(taskIndex);
-        uint256 status = (word >> shift) & STATUS_MASK;
-        if (status != PENDING) {
-            revert EscrowAnswerNotPending(uint64(run.batchId), worker, taskIndex, AnswerStatus(status));
-        }
-        unchecked {
-            ++run.count;
-        }
-        if (run.outcome == IReputation.Outcome.Rejected) _reopenTask(run.batchId, taskIndex);
-        return word ^ (run.flip << shift);
-    }
-
-    /// Writes back a reviewed answer word and says which of its answers the review settled.
-    function _closeGroup(ReviewRun memory run, uint256 key, uint256 word, uint256 tasks, bytes memory reasonCid)
-        private
-    {
-        _answerWords[key] = word;
-        uint64 batchId = uint64(run.batchId);
-        address worker = address(uint160(key));
-        uint32 firstTask;
-        unchecked {
-            firstTask = uint32(((key >> 160) & type(uint32).max) * TASKS_PER_WORD); // see _answerKey
-        }
-        IReputation.Outcome outcome = run.outcome;
-        if (outcome == IReputation.Outcome.Approved) {
-            emit AnswersApproved(batchId, worker, firstTask, tasks);
-        } else if (outcome == IReputation.Outcome.Released) {
-            emit AnswersReleased(batchId, worker, firstTask, tasks);
-        } else {
-            emit AnswersRejected(batchId, worker, firstTask, tasks, reasonCid);
+    /// Rejected answers free their tasks' slots for other workers.
+    function _reopenTasks(uint256 batchId, uint256 firstTask, uint256 tasks) private {
+        for (uint256 b; tasks != 0; ++b) {
+            if (tasks & 1 != 0) {
+                uint256 taskIndex = firstTask + b;
+                _answerCounts[_countKey(batchId, taskIndex)] -= 1 << _countShift(taskIndex);
+            }
+            tasks >>= 1;
         }
     }
 
-    /// A rejected answer frees its task's slot for another worker.
-    function _reopenTask(uint256 batchId, uint256 taskIndex) private {
-        _answerCounts[_countKey(batchId, taskIndex)] -= 1 << _countShift(taskIndex);
-    }
-
-    /// answers[i] of a static 2-word AnswerRef array (bounds checked on entry, fields here).
-    function _refAt(AnswerRef[] calldata answers, uint256 i) private pure returns (address, uint32) {
+    /// sets[i] of a static 3-word TaskSet array (bounds checked on entry, fields here).
+    function _setAt(TaskSet[] calldata sets, uint256 i) private pure returns (address, uint256, uint256) {
         uint256 rawWorker;
-        uint256 rawTaskIndex;
+        uint256 rawFirstTask;
+        uint256 tasks;
         assembly ("memory-safe") {
-            let p := add(answers.offset, shl(6, i))
+            let p := add(sets.offset, mul(i, 0x60))
             rawWorker := calldataload(p)
-            rawTaskIndex := calldataload(add(p, 0x20))
+            rawFirstTask := calldataload(add(p, 0x20))
+            tasks := calldataload(add(p, 0x40))
         }
-        if ((rawWorker >> 160) | (rawTaskIndex >> 32) != 0) revert();
-        return (address(uint160(rawWorker)), uint32(rawTaskIndex));
+        if ((rawWorker >> 160) | (rawFirstTask >> 32) != 0) revert();
+        return (address(uint160(rawWorker)), rawFirstTask, tasks);
+    }
+
+    /// Bit b of a task bitmap (b < 96) moved to bit 2b: the low bit of task b's status lane.
+    function _lanes(uint256 tasks) private pure returns (uint256 x) {
+        unchecked {
+            x = tasks;
+            x = (x | (x << 64)) & 0x0000000000000000ffffffffffffffff0000000000000000ffffffffffffffff;
+            x = (x | (x << 32)) & 0x00000000ffffffff00000000ffffffff00000000ffffffff00000000ffffffff;
+            x = (x | (x << 16)) & 0x0000ffff0000ffff0000ffff0000ffff0000ffff0000ffff0000ffff0000ffff;
+            x = (x | (x << 8)) & 0x00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff;
+            x = (x | (x << 4)) & 0x0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f;
+            x = (x | (x << 2)) & 0x3333333333333333333333333333333333333333333333333333333333333333;
+            x = (x | (x << 1)) & 0x5555555555555555555555555555555555555555555555555555555555555555;
+        }
     }
 
     /// Credits the run's rewards to its worker (unless rejected) and records the outcome.

@@ -30,6 +30,7 @@ from kempelen.indexer.runner import open_indexer
 from kempelen.indexer.source import RangeSizer
 from kempelen.protocol.cid import raw_cid
 from kempelen.protocol.signing import Answer, Withdrawal, address_of, answer_digest, sign
+from kempelen.protocol.tasksets import task_sets
 
 ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_ADMIN_URL = os.environ.get("KEMPELEN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -140,7 +141,7 @@ def _review_calls(chain: Chain, kind: str, refs: list[tuple[int, str, int]], rea
         for start in range(0, len(items), REFS_PER_TX):
             chunk = items[start:start + REFS_PER_TX]
             extra = (reason,) if kind == "reject" else ()
-            calls.append(encode(chain, kind, batch_id, chunk, *extra))
+            calls.append(encode(chain, kind, batch_id, task_sets(chunk), *extra))
     return calls
 
 

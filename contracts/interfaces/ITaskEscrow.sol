@@ -82,10 +82,13 @@ interface ITaskEscrow {
         address worker;
     }
 
-    /// Names one answer of a batch in review calls.
-    struct AnswerRef {
+    /// Names answers of one worker in one group of 96 tasks in review calls, as the review events
+    /// do: task `firstTask + b` for every set bit b of `tasks` (firstTask a multiple of 96, b < 96,
+    /// at least one bit).
+    struct TaskSet {
         address worker;
-        uint32 taskIndex;
+        uint32 firstTask;
+        uint256 tasks;
     }
 
     event BatchCreated(
@@ -143,6 +146,7 @@ interface ITaskEscrow {
     error EscrowUnexpectedValue(uint256 value);
     error EscrowFeeOnTransferToken(address token, uint256 expected, uint256 received);
     error EscrowLengthMismatch(uint256 answers, uint256 signatures);
+    error EscrowInvalidTaskSet(uint64 batchId, address worker, uint32 firstTask, uint256 tasks);
     error EscrowAnswerNotPending(uint64 batchId, address worker, uint32 taskIndex, AnswerStatus status);
     error EscrowReviewWindowClosed(uint64 batchId, address worker, uint32 taskIndex, uint64 reviewDeadline);
     error EscrowReviewWindowOpen(uint64 batchId, address worker, uint32 taskIndex, uint64 reviewDeadline);
@@ -167,11 +171,12 @@ interface ITaskEscrow {
     /// Invalid answers are skipped with AnswerSkipped; the rest are accepted. Returns accepted count.
     function submitAnswers(Answer[] calldata answers, bytes[] calldata signatures) external returns (uint256 accepted);
     /// Requester approves pending answers inside their review window; rewards credit the workers.
-    function approve(uint64 batchId, AnswerRef[] calldata answers) external;
+    /// Each set's answers must all be pending; a worker's consecutive sets are credited together.
+    function approve(uint64 batchId, TaskSet[] calldata sets) external;
     /// Requester rejects pending answers inside their review window, with a reason (binary CID).
-    function reject(uint64 batchId, AnswerRef[] calldata answers, bytes calldata reasonCid) external;
+    function reject(uint64 batchId, TaskSet[] calldata sets, bytes calldata reasonCid) external;
     /// Anyone releases pending answers whose review deadline passed: auto-approval.
-    function release(uint64 batchId, AnswerRef[] calldata answers) external;
+    function release(uint64 batchId, TaskSet[] calldata sets) external;
     /// Requester pays a worker a bonus in the batch's token from its own wallet.
     function bonus(uint64 batchId, address worker, uint256 amount, bytes calldata reasonCid) external payable;
     /// Requester extends a batch: a later (or equal) deadline, more (or equal) answers per task, a top-up.

@@ -113,11 +113,12 @@ contract FaultyEscrow is EIP712("Kempelen", "1") {
         }
     }
 
-    function approve(uint64 batchId, ITaskEscrow.AnswerRef[] calldata answers) external {
+    function approve(uint64 batchId, ITaskEscrow.TaskSet[] calldata sets) external {
         ITaskEscrow.Batch storage b = _batches[batchId];
         if (msg.sender != b.requester) revert FaultyNotRequester();
-        for (uint256 i; i < answers.length; ++i) {
-            (address worker, uint32 task) = (answers[i].worker, answers[i].taskIndex);
+        uint32[] memory tasks = _tasksOf(sets);
+        for (uint256 i; i < tasks.length; i += 2) {
+            (address worker, uint32 task) = (sets[tasks[i]].worker, tasks[i + 1]);
             bytes32 key = _key(batchId, worker, task);
             bool again = fault == Fault.PayTwice && _status[key] == PAID;
             if (_status[key] != PENDING && !again) revert FaultyNotPending(batchId, worker, task);
@@ -133,11 +134,12 @@ contract FaultyEscrow is EIP712("Kempelen", "1") {
         }
     }
 
-    function reject(uint64 batchId, ITaskEscrow.AnswerRef[] calldata answers, bytes calldata reasonCid) external {
+    function reject(uint64 batchId, ITaskEscrow.TaskSet[] calldata sets, bytes calldata reasonCid) external {
         ITaskEscrow.Batch storage b = _batches[batchId];
         if (msg.sender != b.requester) revert FaultyNotRequester();
-        for (uint256 i; i < answers.length; ++i) {
-            (address worker, uint32 task) = (answers[i].worker, answers[i].taskIndex);
+        uint32[] memory tasks = _tasksOf(sets);
+        for (uint256 i; i < tasks.length; i += 2) {
+            (address worker, uint32 task) = (sets[tasks[i]].worker, tasks[i + 1]);
             bytes32 key = _key(batchId, worker, task);
             if (_status[key] != PENDING) revert FaultyNotPending(batchId, worker, task);
             _status[key] = REJECTED;
@@ -147,10 +149,11 @@ contract FaultyEscrow is EIP712("Kempelen", "1") {
         }
     }
 
-    function release(uint64 batchId, ITaskEscrow.AnswerRef[] calldata answers) external {
+    function release(uint64 batchId, ITaskEscrow.TaskSet[] calldata sets) external {
         ITaskEscrow.Batch storage b = _batches[batchId];
-        for (uint256 i; i < answers.length; ++i) {
-            (address worker, uint32 task) = (answers[i].worker, answers[i].taskIndex);
+        uint32[] memory tasks = _tasksOf(sets);
+        for (uint256 i; i < tasks.length; i += 2) {
+            (address worker, uint32 task) = (sets[tasks[i]].worker, tasks[i + 1]);
             bytes32 key = _key(batchId, worker, task);
             if (_status[key] != PENDING) revert FaultyNotPending(batchId, worker, task);
             if (block.timestamp <= _submittedAt[key] + b.reviewWindow) revert FaultyWindow(batchId, worker, task);
@@ -158,6 +161,25 @@ contract FaultyEscrow is EIP712("Kempelen", "1") {
             b.pending -= 1;
             _balances[address(0)][worker] += b.reward;
             emit ITaskEscrow.AnswersReleased(batchId, worker, task - task % 96, uint256(1) << (task % 96));
+        }
+    }
+
+    /// (set index, task index) pairs, flattened, of every task the sets name, in order.
+    function _tasksOf(ITaskEscrow.TaskSet[] calldata sets) private pure returns (uint32[] memory pairs) {
+        uint256 n;
+        for (uint256 i; i < sets.length; ++i) {
+            for (uint256 bit; bit < 96; ++bit) {
+                if ((sets[i].tasks >> bit) & 1 != 0) ++n;
+            }
+        }
+        pairs = new uint32[](2 * n);
+        n = 0;
+        for (uint256 i; i < sets.length; ++i) {
+            for (uint256 bit; bit < 96; ++bit) {
+                if ((sets[i].tasks >> bit) & 1 == 0) continue;
+                pairs[n++] = uint32(i);
+                pairs[n++] = uint32(sets[i].firstTask + bit);
+            }
         }
     }
 

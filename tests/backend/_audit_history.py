@@ -21,10 +21,16 @@ from kempelen.protocol.settlement import (
     claim_for,
 )
 from kempelen.protocol.signing import Answer, Domain, answer_digest, sign
+from kempelen.protocol.tasksets import task_sets
 
 
 def address(key: str) -> str:
     return Account.from_key(key).address
+
+
+def sets(refs: list[tuple[str, int]]) -> list[tuple[str, int, int]]:
+    """The review calls' task sets naming (worker key, task) answers."""
+    return task_sets((address(k), t) for k, t in refs)
 
 
 class History:
@@ -90,15 +96,15 @@ class History:
         return self.submit(relayer, signed)
 
     def approve(self, requester: str, batch_id: int, refs: list[tuple[str, int]]):
-        return self.send(requester, self.escrow.functions.approve(batch_id, [(address(k), t) for k, t in refs]))
+        return self.send(requester, self.escrow.functions.approve(batch_id, sets(refs)))
 
     def release(self, anyone: str, batch_id: int, refs: list[tuple[str, int]]):
-        return self.send(anyone, self.escrow.functions.release(batch_id, [(address(k), t) for k, t in refs]))
+        return self.send(anyone, self.escrow.functions.release(batch_id, sets(refs)))
 
     def reject(self, requester: str, batch_id: int, refs: list[tuple[str, int]], reason: bytes | None = None):
         if reason is None:
             reason = self.put_json({"reason": "does not follow the instructions"}).to_bytes()
-        call = self.escrow.functions.reject(batch_id, [(address(k), t) for k, t in refs], reason)
+        call = self.escrow.functions.reject(batch_id, sets(refs), reason)
         return self.send(requester, call)
 
     # -- settlements (ISettlement) ----------------------------------------------------

@@ -17,6 +17,7 @@ from kempelen.indexer.runner import Indexer, open_indexer
 from kempelen.protocol.cid import raw_cid
 from kempelen.protocol.merkle import earnings_tree
 from kempelen.protocol.signing import Answer, Settlement, answer_digest, settled_words, sign
+from kempelen.protocol.tasksets import task_sets
 
 ETHER = 10**18
 
@@ -76,15 +77,19 @@ class Actors:
     def refs(self, answers: list[tuple[str, int]]) -> list[tuple[str, int]]:
         return [(self.address(worker), task) for worker, task in answers]
 
+    def sets(self, answers: list[tuple[str, int]]) -> list[tuple[str, int, int]]:
+        """The review calls' task sets naming (worker key, task) answers."""
+        return task_sets(self.refs(answers))
+
     def approve(self, requester: str, batch_id: int, answers: list[tuple[str, int]]) -> None:
-        self.chain.transact(requester, self.escrow.approve(batch_id, self.refs(answers)))
+        self.chain.transact(requester, self.escrow.approve(batch_id, self.sets(answers)))
 
     def reject(self, requester: str, batch_id: int, answers: list[tuple[str, int]]) -> None:
-        self.chain.transact(requester, self.escrow.reject(batch_id, self.refs(answers),
+        self.chain.transact(requester, self.escrow.reject(batch_id, self.sets(answers),
                                                           cid_bytes("not what was asked")))
 
     def release(self, batch_id: int, answers: list[tuple[str, int]]) -> None:
-        self.chain.transact(self.relayer, self.escrow.release(batch_id, self.refs(answers)))
+        self.chain.transact(self.relayer, self.escrow.release(batch_id, self.sets(answers)))
 
     def settle(self, requester: str, batch_id: int, answers: list[tuple[str, int]], *,
                poster: str | None = None, sequence: int | None = None) -> None:

@@ -80,6 +80,27 @@ def test_interactive_review_prompts_per_answer(env, chain, keys):
     assert "sentence 0" in result.output and "approved 1, rejected 1, left 1 pending" in result.output
 
 
+def test_review_file_naming_an_answer_twice_is_one_sentence_and_sends_nothing(env, chain, keys):
+    code, out = invoke("requester", "create-batch", env / "tasks.jsonl", "--reward", "0.01")
+    batch_id = created_batch_id(out)
+    worker = Signer(keys[4])
+    signed = [sign_answer(chain.domain, worker, batch_id, t, {"label": "x"}) for t in range(2)]
+    submit_direct(chain, Signer(keys[7]), signed)
+    rejects = env / "rejects.jsonl"
+    nonce = chain.w3.eth.get_transaction_count(Signer(keys[1]).address)
+    for reasons in (["off topic", "off topic"], ["off topic", "too short"]):  # one transaction or two
+        rows = [{"worker": worker.address, "task_index": 1, "reason": reasons[0]},
+                {"worker": worker.address, "task_index": 0, "reason": reasons[0]},
+                {"worker": worker.address.lower(), "task_index": 1, "reason": reasons[1]}]
+        rejects.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        code, out = invoke("requester", "review", batch_id, "--reject-file", rejects)
+        assert code == 1 and "Traceback" not in out, out
+        assert f"names the answer of worker {worker.address.lower()} to task 1 twice" in " ".join(out.split())
+    assert chain.w3.eth.get_transaction_count(Signer(keys[1]).address) == nonce  # nothing was sent
+    code, out = invoke("requester", "review", batch_id, "--approve-all")
+    assert code == 0 and "approved 2, rejected 0, left 0 pending" in out, out
+
+
 @pytest.mark.parametrize("args, message", [
     (["requester", "create-batch", "missing.jsonl", "--reward", "1"], "tasks file not found"),
     (["requester", "create-batch", "tasks.jsonl", "--reward", "abc"], "not an amount"),

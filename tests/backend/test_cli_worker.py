@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from kempelen.chain.contracts import Chain
 from kempelen.cli import app
+from kempelen.protocol.tasksets import task_sets
 from kempelen.sdk.keys import Signer
 from kempelen.sdk.relay_client import RelayClient
 from kempelen.sdk.worker import Worker
@@ -91,7 +92,7 @@ def test_worker_sdk_gasless_withdrawal_and_duplicate_answer(env):
     again = worker.submit(task, {"label": "a"})  # 409 from the relay: the original receipt back
     assert again["receipt_id"] == receipt["receipt_id"]
     assert worker.wait(receipt)["status"] == "onchain"
-    chain.transact(requester_key, chain.escrow.functions.approve(batch.batch_id, [(worker.address, 0)]))
+    chain.transact(requester_key, chain.escrow.functions.approve(batch.batch_id, task_sets([(worker.address, 0)])))
     before = chain.w3.eth.get_balance(worker.address)
     assert worker.withdraw("ETH", relayer=operator) == 10**15
     assert chain.w3.eth.get_balance(worker.address) - before == 10**15  # the worker spent no gas

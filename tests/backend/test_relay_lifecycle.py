@@ -9,6 +9,7 @@ from relay_helpers import ETH, create_batch, relay_client, signed_answer
 
 from kempelen.indexer.runner import open_indexer
 from kempelen.protocol.cid import raw_cid
+from kempelen.protocol.tasksets import task_sets
 from kempelen.relay.submitter import seconds_to_all_onchain
 
 
@@ -33,8 +34,9 @@ def test_receipt_follows_submission_review_and_withdrawal(chain, keys, deploymen
         assert status(receipts[0])["status"] == "onchain"  # indexed, not reviewed yet
 
         reason = raw_cid(hashlib.sha256(b"the label is wrong").digest())
-        chain.transact(keys[1], chain.escrow.functions.approve(batch_id, [(approved_worker, 0)]))
-        chain.transact(keys[1], chain.escrow.functions.reject(batch_id, [(rejected_worker, 0)], reason.to_bytes()))
+        chain.transact(keys[1], chain.escrow.functions.approve(batch_id, task_sets([(approved_worker, 0)])))
+        chain.transact(keys[1], chain.escrow.functions.reject(batch_id, task_sets([(rejected_worker, 0)]),
+                                                                    reason.to_bytes()))
         indexer.catch_up()
         assert status(receipts[0])["status"] == "approved"
         rejected = status(receipts[1])

@@ -3,9 +3,11 @@
 import json
 
 import pytest
+from web3.logs import DISCARD
 
 from kempelen.chain.contracts import ETH, TransactionReverted
 from kempelen.ipfs.store import ContentStore
+from kempelen.protocol.events import reviewed_tasks
 from kempelen.sdk.amounts import AmountError, format_amount, to_base_units
 from kempelen.sdk.answers import sign_answer, submit_direct
 from kempelen.sdk.keys import KeyLoadError, Signer, load_signer, write_keystore
@@ -125,3 +127,39 @@ def test_reveal_gold_bonus_block_and_extend(chain, keys, requester, snapshot):
     assert new["funds"] == old["funds"] + to_base_units("0.02", 18)
     with pytest.raises(BatchError, match="unknown batch"):
         requester.batch(10_000)
+
+
+def test_approve_spanning_groups_and_workers_is_one_transaction(chain, keys, requester, snapshot):
+    """Answers of two workers in two 96-task groups: one approve, one event per worker and group,
+    naming exactly the approved answers; an answer named twice is refused before any transaction."""
+    batch = requester.create_batch([{"t": i} for i in range(100)], "0.001", token="ETH", answers_per_task=2)
+    workers = [Signer(k) for k in keys[4:6]]
+    answered = {workers[0]: [0, 5, 95, 96, 99], workers[1]: [1, 95, 97]}
+    signed = [sign_answer(chain.domain, w, batch.batch_id, t, {"label": "x"})
+              for w, tasks in answered.items() for t in tasks]
+    submit_direct(chain, Signer(keys[7]), signed)
+    pending = requester.list_answers(batch.batch_id, "pending")
+    chosen = [a for a in pending if (a.worker, a.task_index) != (workers[0].address, 5)]  # one stays pending
+    assert len(chosen) == 7
+
+    nonce = chain.w3.eth.get_transaction_count(requester.signer.address)
+    tx_hash = requester.approve(batch.batch_id, chosen)
+    assert chain.w3.eth.get_transaction_count(requester.signer.address) == nonce + 1
+    receipt = chain.w3.eth.get_transaction_receipt(tx_hash)
+    events = chain.escrow.events.AnswersApproved().process_receipt(receipt, errors=DISCARD)  # reputation logs too
+    assert sorted((e.args.worker.lower(), e.args.firstTask) for e in events) == sorted(
+        {(w.address.lower(), t - t % 96) for w, tasks in answered.items() for t in tasks})  # one per set
+    named = [(e.args.worker, t) for e in events for t in reviewed_tasks(e.args)]
+    assert sorted(named) == sorted((a.worker, a.task_index) for a in chosen)  # each exactly once
+    statuses = {(a.worker, a.task_index): a.status for a in requester.list_answers(batch.batch_id)}
+    assert statuses.pop((workers[0].address, 5)) == "pending" and set(statuses.values()) == {"approved"}
+
+    left = requester.list_answers(batch.batch_id, "pending")
+    nonce = chain.w3.eth.get_transaction_count(requester.signer.address)
+    for call in (lambda: requester.approve(batch.batch_id, left + left),
+                 lambda: requester.release(batch.batch_id, [(workers[0].address, 5), (workers[0].address.lower(), 5)]),
+                 lambda: requester.reject(batch.batch_id, left * 2, "named twice")):
+        with pytest.raises(BatchError, match="named twice"):
+            call()
+    assert chain.w3.eth.get_transaction_count(requester.signer.address) == nonce  # nothing was sent
+    assert [a.status for a in requester.list_answers(batch.batch_id, "pending")] == ["pending"]

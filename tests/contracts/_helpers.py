@@ -15,6 +15,7 @@ from eth_hash.auto import keccak
 
 from kempelen.protocol.events import submitted_answers
 from kempelen.protocol.signing import Answer, Domain, Withdrawal, sign
+from kempelen.protocol.tasksets import TASKS_PER_SET, set_tasks, task_sets  # noqa: F401  (re-exported)
 
 ETH = ZERO_ADDRESS
 
@@ -226,6 +227,20 @@ def reviewed(tx, event: str) -> list[tuple[int, str, int]]:
         return []
     return [(e["batchId"], e["worker"], e["firstTask"] + b)
             for e in tx.events[event] for b in range(96) if e["tasks"] >> b & 1]
+
+
+def sets(answers) -> list[tuple[str, int, int]]:
+    """TaskSet tuples (worker, firstTask, tasks) naming `answers` in approve / reject / release,
+    as the SDK names them (kempelen.protocol.tasksets.task_sets: one set per worker and 96-task
+    group, sorted by worker, then group). `answers`: (worker, taskIndex) pairs or
+    (worker, batchId, taskIndex[, digest]) entries; workers as accounts or addresses."""
+    return task_sets((str(a[0]), a[1] if len(a) == 2 else a[2]) for a in answers)
+
+
+def single(worker, task_index) -> tuple[str, int, int]:
+    """The TaskSet naming one answer alone."""
+    first = task_index - task_index % TASKS_PER_SET
+    return (str(worker), first, 1 << (task_index - first))
 
 
 def status(escrow, batch_id, who, task_index) -> int:

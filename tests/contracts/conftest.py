@@ -7,6 +7,7 @@ tests are independent and cheap. Helpers other test modules reuse:
     new_batch(escrow, requester, token=..., **terms) -> batch id (ETH if token is None)
     revert_msg("EscrowUnknownBatch", 7) -> the string `brownie.reverts` compares against
     settled(tx, "AnswersApproved") -> [(worker, taskIndex), ...] in emission order
+    sets([(worker, taskIndex), ...] or entries) -> TaskSet tuples for approve / reject / release
     submitted(tx) -> [(worker, taskIndex, answerDigest), ...] the AnswersSubmitted events accept
 """
 
@@ -18,7 +19,7 @@ from brownie import Reputation, TaskEscrow, TestStablecoin, accounts, chain
 from eth_account import Account
 from eth_hash.auto import keccak
 
-from _helpers import reviewed, submitted  # noqa: F401  (re-exported for the tests importing from conftest)
+from _helpers import reviewed, sets, single, submitted  # noqa: F401  (re-exported for the tests importing from conftest)
 
 from kempelen.protocol.signing import Answer, Domain, Withdrawal, answer_digest, permit_typed_data, sign, to_compact
 
@@ -135,11 +136,6 @@ def status(escrow, batch_id, worker, task_index) -> tuple[int, int]:
     return tuple(int(x) for x in escrow.answerStatus(batch_id, worker, task_index))
 
 
-def refs(entries) -> list[tuple[str, int]]:
-    """AnswerRef tuples from (worker, batch, task) entries or (worker, task) pairs."""
-    return [(e[0].address, e[-1] if len(e) == 2 else e[2]) for e in entries]
-
-
 # ------------------------------------------------------------------ fixtures
 
 
@@ -239,6 +235,6 @@ def permit_signature(stablecoin):
 
 __all__ = [
     "DAY", "MANIFEST_CID", "REASON_CID", "USDC", "as_tuple", "deposit_of", "digest_for",
-    "ints", "new_batch", "refs", "status", "revert_msg", "reverts", "settled", "sign_answers", "sign_withdrawal",
+    "ints", "new_batch", "sets", "single", "status", "revert_msg", "reverts", "settled", "sign_answers", "sign_withdrawal",
     "terms",
 ]

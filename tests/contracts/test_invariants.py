@@ -2,7 +2,12 @@
 
 Hypothesis drives random sequences of create (ETH, stablecoin) / submit (valid and forged
 answers, several workers and relays) / approve / reject / release / withdraw / withdrawFor /
-reclaim / bonus / extend / block / forced ETH / time passing. After every step:
+reclaim / bonus / extend / block / forced ETH / time passing. Reviews name answers by task sets
+in several encodings (one set per worker and group as the SDK builds them, one set per answer in
+pick order, runs of picks; dishonest calls also repeat answers and send malformed sets), and the
+model predicts each review call exactly: its error (the first set that is malformed, names an
+answer not pending, or is outside its review window), or its events, set by set, and one
+reputation record per run of a worker's consecutive sets. After every step:
 
 - the money invariant of ITaskEscrow, per token, from the chain alone: token balance of the
   escrow == Σ batches (funds + pending × reward) + Σ balanceOf(token, account) == totalOwed,
@@ -46,11 +51,13 @@ from _helpers import (  # noqa: F401  (fixtures)
     fund_gas,
     mine_at,
     now,
+    reviewed,
+    set_tasks,
+    sets,
     signed_answer,
     submitted,
     token_balance,
     withdrawal_signature,
-    reviewed,
     worker,
 )
 from brownie import ForceSend, accounts, chain, web3
@@ -135,6 +142,9 @@ class EscrowModel:
     )
     st_picks = st.lists(st.integers(0, 10**6), min_size=1, max_size=4)
     st_honest = st.sampled_from([True, True, True, True, False])
+    # How a review names its picks: 0 task_sets (the SDK's), 1 one set per pick, 2 runs of picks
+    # (a set per consecutive picks of one worker and group); 3 (dishonest only) a malformed set.
+    st_encoding = st.integers(0, 3)
     st_sleep = st.sampled_from([1, 5, 60, 400, 1200, 4000])
     st_amount = st.integers(1, 10**6)
     st_terms = st.tuples(
@@ -160,6 +170,7 @@ class EscrowModel:
         st_token,
         st_sleep,
         st_terms,
+        st_encoding,
     ):
         self._count(st_action)
         if st_action == "create":
@@ -168,7 +179,7 @@ class EscrowModel:
         elif st_action == "submit":
             self.act_submit(st_ix, st_answers)
         elif st_action in ("approve", "reject", "release"):
-            getattr(self, f"act_{st_action}")(st_ix, st_picks, st_honest)
+            getattr(self, f"act_{st_action}")(st_ix, st_picks, st_honest, st_encoding)
         elif st_action == "withdraw":
             self.act_withdraw(st_ix, st_token, st_honest)
         elif st_action == "sleep":
@@ -304,10 +315,14 @@ class EscrowModel:
         return next(str(r) for r in self.requesters if str(r) != requester)
 
     def _send(self, fn, args, tx_params, expect_revert):
+        """`fn(*args)`; expect_revert: False, True (any revert) or the exact revert message."""
         tx_params = dict(tx_params, **{"from": accounts.at(str(tx_params["from"]))})
-        self._count(f"{fn._name}:{'revert' if expect_revert else 'ok'}")
+        if isinstance(expect_revert, str):
+            self._count(f"{fn._name}:{expect_revert.split(':')[0]}")
+        else:
+            self._count(f"{fn._name}:{'revert' if expect_revert else 'ok'}")
         if expect_revert:
-            with brownie.reverts():
+            with brownie.reverts(expect_revert if isinstance(expect_revert, str) else None):
                 fn(*args, tx_params)
             return None
         return fn(*args, tx_params)
@@ -425,7 +440,8 @@ class EscrowModel:
                 max([now(), b["deadline"] + 1] + [self._review_deadline(k) + 1 for k in pending])
             )
             if pending:
-                self._settle(self.escrow.release, 2, batch_id, pending, str(self.stranger))
+                self._settle(self.escrow.release, 2, batch_id, sets([(w, t) for _, w, t in pending]),
+                             str(self.stranger))
         t = self._next_time()
         fails = (
             b is None
@@ -632,7 +648,7 @@ class EscrowModel:
             self._credit(b["token"], who, b["reward"])
         return keys
 
-    def _review(self, fn, outcome, st_ix, st_picks, st_honest, *extra):
+    def _review(self, fn, outcome, st_ix, st_picks, st_honest, st_encoding, *extra):
         """approve (outcome 0), reject (1) or release (2) a pick of the batch's answers.
 
         Honest picks are pending answers (for a release, after their review deadlines: time is
@@ -664,56 +680,108 @@ class EscrowModel:
                 mine_at(max([now()] + [self._review_deadline(k) + 1 for k in picks]))
         else:
             caller = b["requester"] if b and (st_honest or st_ix % 3) else str(self.stranger)
-        self._settle(fn, outcome, batch_id, picks, caller, *extra)
+        encoding = st_encoding if not st_honest else st_encoding % 3
+        task_sets = self._encode(picks, encoding, st_ix)
+        self._count(f"review:encoding_{encoding}:{len(task_sets)}_sets")
+        self._settle(fn, outcome, batch_id, task_sets, caller, *extra)
 
-    def _settle(self, fn, outcome, batch_id, picks, caller, *extra):
+    def _encode(self, picks, encoding, ix):
+        """TaskSet tuples naming `picks` [(batch, worker, task)] in the order given (see st_encoding)."""
+        pairs = [(who, task) for _, who, task in picks]
+        if encoding == 0 and len(set(pairs)) == len(pairs):
+            return sets(pairs)
+        if encoding == 1:
+            return [(who, task - task % GROUP, 1 << task % GROUP) for who, task in pairs]
+        runs = []  # encoding 2, and 0 with an answer picked twice (task_sets refuses those)
+        for who, task in pairs:
+            first, bit = task - task % GROUP, 1 << task % GROUP
+            if runs and runs[-1][:2] == (who, first) and not runs[-1][2] & bit:
+                runs[-1] = (who, first, runs[-1][2] | bit)
+            else:
+                runs.append((who, first, bit))
+        if encoding == 3:  # one malformed set: firstTask off the group, no task, or a bit past 96
+            i = ix % len(runs)
+            who, first, tasks = runs[i]
+            runs[i] = [
+                (who, first + 1 + ix % (GROUP - 1), tasks),
+                (who, first, 0),
+                (who, first, tasks | 1 << (GROUP + ix % (256 - GROUP))),
+            ][(ix // 4) % 3]
+        return runs
+
+    def _review_error(self, outcome, batch_id, task_sets, caller, t):
+        """The revert message of TaskEscrow._review for this call at time `t`, or None."""
+        b = self.batches.get(batch_id)
+        if b is None:
+            return f"EscrowUnknownBatch: {batch_id}"
+        if outcome != 2 and caller != b["requester"]:
+            return f"EscrowNotRequester: {batch_id}, {caller.lower()}"
+        reviewed_now = set()  # answers the call's earlier sets reviewed
+        for who, first, tasks in task_sets:
+            if first % GROUP or tasks == 0 or tasks >> GROUP:
+                return f"EscrowInvalidTaskSet: {batch_id}, {who.lower()}, {first}, {tasks}"
+            named = set_tasks(first, tasks)
+            for task in named:  # ascending: the lowest answer not pending names the error
+                key = (batch_id, who, task)
+                state = [PAID, REJECTED, PAID][outcome] if key in reviewed_now else self.answers.get(key, NONE)
+                if state != PENDING:
+                    return f"EscrowAnswerNotPending: {batch_id}, {who.lower()}, {task}, {state}"
+            deadline = self._review_deadline((batch_id, who, first))
+            if outcome == 2 and t <= deadline:
+                return f"EscrowReviewWindowOpen: {batch_id}, {who.lower()}, {named[0]}, {deadline}"
+            if outcome != 2 and t > deadline:
+                return f"EscrowReviewWindowClosed: {batch_id}, {who.lower()}, {named[0]}, {deadline}"
+            reviewed_now.update((batch_id, who, task) for task in named)
+        return None
+
+    def _settle(self, fn, outcome, batch_id, task_sets, caller, *extra):
         b = self.batches.get(batch_id)
         t = self._next_time()
-        fails = b is None or (outcome != 2 and caller != b["requester"])
-        seen = set()
-        for key in picks:
-            if fails:
-                break
-            open_ = t <= self._review_deadline(key)
-            fails = self.answers[key] != PENDING or key in seen or open_ != (outcome != 2)
-            seen.add(key)
-        tx = self._send(
-            fn, (batch_id, [(k[1], k[2]) for k in picks]) + extra, {"from": caller}, fails
-        )
+        error = self._review_error(outcome, batch_id, task_sets, caller, t)
+        tx = self._send(fn, (batch_id, task_sets) + extra, {"from": caller}, error or False)
         if tx is None:
             return
+        assert tx.timestamp == t
         name = ["AnswersApproved", "AnswersRejected", "AnswersReleased"][outcome]
-        assert sorted(reviewed(tx, name)) == sorted(picks)
-        for key in picks:
-            _, who, task = key
-            self.answers[key] = [PAID, REJECTED, PAID][outcome]
-            b["pending"] -= 1
-            self._record(who, b["requester"], outcome)
-            if outcome == 1:
-                b["funds"] += b["reward"]
-                self.counts[(batch_id, task)] -= 1
+        logs, records = [], []  # one review event per set; one record per run of a worker's sets
+        for who, first, tasks in task_sets:
+            logs.append((batch_id, who, first, tasks))
+            if records and records[-1][0] == who:
+                records[-1][1] += bin(tasks).count("1")
             else:
-                assert key not in self.paid, f"answer {key} paid twice"
-                self.paid.add(key)
-                self._credit(b["token"], who, b["reward"])
-        # Reputation events add up to the review events.
-        recorded = {}
-        for e in tx.events["OutcomeRecorded"]:
-            assert e["outcome"] == outcome and e["requester"] == b["requester"]
-            recorded[e["worker"]] = recorded.get(e["worker"], 0) + e["count"]
-        implied = {}
-        for _, who, _ in picks:
-            implied[who] = implied.get(who, 0) + 1
-        assert recorded == implied
+                records.append([who, bin(tasks).count("1")])
+            for task in set_tasks(first, tasks):
+                key = (batch_id, who, task)
+                self.answers[key] = [PAID, REJECTED, PAID][outcome]
+                b["pending"] -= 1
+                self._record(who, b["requester"], outcome)
+                if outcome == 1:
+                    b["funds"] += b["reward"]
+                    self.counts[(batch_id, task)] -= 1
+                else:
+                    assert key not in self.paid, f"answer {key} paid twice"
+                    self.paid.add(key)
+                    self._credit(b["token"], who, b["reward"])
+        got = [(e["batchId"], e["worker"], e["firstTask"], e["tasks"]) for e in tx.events[name]] \
+            if name in tx.events else []
+        assert got == logs, (got, logs)
+        if outcome == 1:
+            assert all(bytes(e["reasonCid"]) == REASON_CID for e in tx.events[name])
+        other = {"AnswersApproved", "AnswersRejected", "AnswersReleased"} - {name}
+        assert not any(e.name in other for e in tx.events), "another review event"
+        # Reputation: one record per run of one worker's consecutive sets, in order.
+        got = [(e["worker"], e["requester"], e["outcome"], e["count"]) for e in tx.events["OutcomeRecorded"]] \
+            if "OutcomeRecorded" in tx.events else []
+        assert got == [(who, b["requester"], outcome, count) for who, count in records], (got, records)
 
-    def act_approve(self, st_ix, st_picks, st_honest):
-        self._review(self.escrow.approve, 0, st_ix, st_picks, st_honest)
+    def act_approve(self, st_ix, st_picks, st_honest, st_encoding):
+        self._review(self.escrow.approve, 0, st_ix, st_picks, st_honest, st_encoding)
 
-    def act_reject(self, st_ix, st_picks, st_honest):
-        self._review(self.escrow.reject, 1, st_ix, st_picks, st_honest, REASON_CID)
+    def act_reject(self, st_ix, st_picks, st_honest, st_encoding):
+        self._review(self.escrow.reject, 1, st_ix, st_picks, st_honest, st_encoding, REASON_CID)
 
-    def act_release(self, st_ix, st_picks, st_honest):
-        self._review(self.escrow.release, 2, st_ix, st_picks, st_honest)
+    def act_release(self, st_ix, st_picks, st_honest, st_encoding):
+        self._review(self.escrow.release, 2, st_ix, st_picks, st_honest, st_encoding)
 
     # ------------------------------------------------------------ money out, money in
 

@@ -1,14 +1,14 @@
 """reclaim: the requester takes back the unallocated deposit after the deadline."""
 
 from brownie import ZERO_ADDRESS, chain
-from conftest import DAY, REASON_CID, refs, reverts
+from conftest import DAY, REASON_CID, reverts, sets
 
 
 def test_reclaim_refunds_exactly_the_unused_deposit(escrow, stablecoin, funded_requester, usdc_batch, workers, submit):
     batch = escrow.batch(usdc_batch)
     submit([(workers[0], usdc_batch, 0), (workers[1], usdc_batch, 0), (workers[0], usdc_batch, 1)])
-    escrow.approve(usdc_batch, refs([(workers[0], 0), (workers[1], 0)]), {"from": funded_requester})
-    escrow.reject(usdc_batch, refs([(workers[0], 1)]), REASON_CID, {"from": funded_requester})
+    escrow.approve(usdc_batch, sets([(workers[0], 0), (workers[1], 0)]), {"from": funded_requester})
+    escrow.reject(usdc_batch, sets([(workers[0], 1)]), REASON_CID, {"from": funded_requester})
     chain.sleep(8 * DAY)
 
     wallet = stablecoin.balanceOf(funded_requester)
@@ -47,7 +47,7 @@ def test_reclaim_errors(escrow, requester, outsider, eth_batch, workers, submit)
     chain.sleep(8 * DAY)
     with reverts("EscrowReviewsPending", eth_batch, 1):
         escrow.reclaim(eth_batch, {"from": requester})
-    escrow.release(eth_batch, refs([(workers[0], 0)]), {"from": outsider})
+    escrow.release(eth_batch, sets([(workers[0], 0)]), {"from": outsider})
     escrow.reclaim(eth_batch, {"from": requester})
     with reverts("EscrowNothingToReclaim", eth_batch):
         escrow.reclaim(eth_batch, {"from": requester})

@@ -1,7 +1,7 @@
 """Reputation: owner-authorized escrows record outcomes; scores gate batches with minReputation."""
 
 from brownie import ZERO_ADDRESS, Reputation
-from conftest import digest_for, new_batch, refs, reverts, submitted
+from conftest import digest_for, new_batch, reverts, sets, submitted
 
 APPROVED, REJECTED, RELEASED = range(3)
 
@@ -48,7 +48,7 @@ def test_ownership_moves_in_two_steps(reputation, deployer, outsider):
 def test_min_reputation_admits_workers_with_paid_answers(escrow, requester, workers, submit):
     first = new_batch(escrow, requester)
     submit([(workers[0], first, 0), (workers[0], first, 1)])
-    escrow.approve(first, refs([(workers[0], 0), (workers[0], 1)]), {"from": requester})
+    escrow.approve(first, sets([(workers[0], 0), (workers[0], 1)]), {"from": requester})
 
     gated = new_batch(escrow, requester, minReputation=2)
     tx = submit([(workers[0], gated, 0), (workers[1], gated, 0)])
@@ -61,7 +61,7 @@ def test_revoked_escrow_cannot_record(escrow, reputation, deployer, requester, e
     submit([(workers[0], eth_batch, 0)])
     reputation.setEscrow(escrow, False, {"from": deployer})
     with reverts("ReputationUnauthorizedEscrow", escrow):
-        escrow.approve(eth_batch, refs([(workers[0], 0)]), {"from": requester})
+        escrow.approve(eth_batch, sets([(workers[0], 0)]), {"from": requester})
 
 
 def test_constructor_sets_owner(deployer, outsider):

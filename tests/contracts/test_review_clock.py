@@ -10,6 +10,7 @@ from conftest import (
     new_batch,
     reverts,
     reviewed,
+    sets,
     sign_answers,
     status,
     submitted,
@@ -43,8 +44,8 @@ def test_a_later_answer_releases_overdue_answers_of_its_group(escrow, reputation
         (worker.address, RELEASED, 2)]
     assert ints(reputation.workerRecord(worker)) == (0, 0, 2)
     with reverts("EscrowAnswerNotPending", batch, worker, 0, PAID):  # no second window
-        escrow.reject(batch, [(worker, 0)], REASON_CID, {"from": requester})
-    escrow.reject(batch, [(worker, 7)], REASON_CID, {"from": requester})  # the new answer's window is open
+        escrow.reject(batch, sets([(worker, 0)]), REASON_CID, {"from": requester})
+    escrow.reject(batch, sets([(worker, 7)]), REASON_CID, {"from": requester})  # the new answer's window is open
 
 
 def test_inside_the_window_a_later_answer_only_moves_the_clock(escrow, requester, workers, submit):

@@ -17,6 +17,7 @@ from _helpers import (  # noqa: F401  (fixtures)
     deposit_of,
     fund_gas,
     now,
+    sets,
     signed_answer,
     status,
     submit,
@@ -138,7 +139,7 @@ def test_receiver_as_requester_reenters_during_reclaim(deployment, receiver, ree
     )
     submit(escrow, d.relay, [signed_answer(escrow, d.workers[0], batch_id, 0)])
     receiver.execute(
-        escrow, escrow.approve.encode_input(batch_id, [(d.workers[0], 0)]), {"from": d.stranger}
+        escrow, escrow.approve.encode_input(batch_id, sets([(d.workers[0], 0)])), {"from": d.stranger}
     )
     _past(batch_terms[5])
 
@@ -267,7 +268,7 @@ def test_token_reenters_while_deposit_is_pulled(deployment, rtoken, entry, reent
         "createBatch": escrow.createBatch.encode_input(nested_terms),
         "submitAnswers": escrow.submitAnswers.encode_input([signed[0]], [signed[1]]),
         "withdraw": escrow.withdraw.encode_input(rtoken),
-        "release": escrow.release.encode_input(batch_id, [(d.workers[1], 1)]),
+        "release": escrow.release.encode_input(batch_id, sets([(d.workers[1], 1)])),
     }[reenter]
     count = escrow.batchCount()
     relay_balance = escrow.balanceOf(rtoken, rtoken)
@@ -348,7 +349,7 @@ def test_fee_on_outgoing_transfer_keeps_books_exact(deployment, fot):
     w = d.workers[0]
     batch_id = _token_batch(d, fot, task_count=2, answers_per_task=1)
     submit(escrow, d.relay, [signed_answer(escrow, w, batch_id, 0)])
-    escrow.approve(batch_id, [(w, 0)], {"from": d.requester})
+    escrow.approve(batch_id, sets([(w, 0)]), {"from": d.requester})
     fot.setFee(100, {"from": d.owner})
     fund_gas(w)
     escrow.withdraw(fot, {"from": w})
@@ -388,9 +389,9 @@ def test_forced_eth_is_surplus_and_escrow_keeps_working(deployment):
         d.relay,
         [signed_answer(escrow, w0, batch_id, 0), signed_answer(escrow, w1, batch_id, 1)],
     )
-    escrow.approve(batch_id, [(w0, 0)], {"from": d.requester})
+    escrow.approve(batch_id, sets([(w0, 0)]), {"from": d.requester})
     chain.sleep(601)
-    escrow.release(batch_id, [(w1, 1)], {"from": d.stranger})
+    escrow.release(batch_id, sets([(w1, 1)]), {"from": d.stranger})
     assert_money_invariant(escrow, ETH, holders, surplus=forced)
     for w in (w0, w1):
         fund_gas(w)
@@ -447,8 +448,8 @@ def _requester_calls(d, batch_id):
     w = d.workers[0]
     deadline = batch_field(d.escrow, batch_id, "deadline")
     return {
-        "approve": lambda tx: d.escrow.approve(batch_id, [(w, 0)], tx),
-        "reject": lambda tx: d.escrow.reject(batch_id, [(w, 0)], REASON_CID, tx),
+        "approve": lambda tx: d.escrow.approve(batch_id, sets([(w, 0)]), tx),
+        "reject": lambda tx: d.escrow.reject(batch_id, sets([(w, 0)]), REASON_CID, tx),
         "extend": lambda tx: d.escrow.extend(batch_id, deadline + 60, 3, 0, tx),
         "extend_topup": lambda tx: d.escrow.extend(batch_id, deadline, 2, 100, dict(tx, value=100)),
         "reclaim": lambda tx: d.escrow.reclaim(batch_id, tx),
@@ -486,8 +487,8 @@ def test_calls_on_unknown_batch_revert(deployment, call):
     unknown = d.escrow.batchCount() + 1
     w = d.workers[0]
     fn = {
-        "approve": lambda: d.escrow.approve(unknown, [(w, 0)], {"from": d.requester}),
-        "reject": lambda: d.escrow.reject(unknown, [(w, 0)], REASON_CID, {"from": d.requester}),
+        "approve": lambda: d.escrow.approve(unknown, sets([(w, 0)]), {"from": d.requester}),
+        "reject": lambda: d.escrow.reject(unknown, sets([(w, 0)]), REASON_CID, {"from": d.requester}),
         "extend": lambda: d.escrow.extend(unknown, 2**40 - 1, 1, 0, {"from": d.requester}),
         "reclaim": lambda: d.escrow.reclaim(unknown, {"from": d.requester}),
         "bonus": lambda: d.escrow.bonus(
@@ -496,7 +497,7 @@ def test_calls_on_unknown_batch_revert(deployment, call):
         "revealGold": lambda: d.escrow.revealGold(
             unknown, b"\x01", bytes(32), {"from": d.requester}
         ),
-        "release": lambda: d.escrow.release(unknown, [(w, 0)], {"from": d.requester}),
+        "release": lambda: d.escrow.release(unknown, sets([(w, 0)]), {"from": d.requester}),
     }[call]
     with brownie.reverts(f"EscrowUnknownBatch: {unknown}"):
         fn()
@@ -510,7 +511,7 @@ def test_requester_cannot_pay_a_worker_who_did_not_answer(deployment, reviewed_b
         with brownie.reverts(
             f"EscrowAnswerNotPending: {reviewed_batch}, {who.address.lower()}, {task}, 0"
         ):
-            escrow.approve(reviewed_batch, [(who, task)], {"from": d.requester})
+            escrow.approve(reviewed_batch, sets([(who, task)]), {"from": d.requester})
     assert escrow.balanceOf(ETH, d.requester) == 0
 
 
@@ -518,9 +519,9 @@ def test_release_credits_the_worker_not_the_caller(deployment, reviewed_batch):
     d, escrow = deployment, deployment.escrow
     w = d.workers[0]
     with brownie.reverts():
-        escrow.release(reviewed_batch, [(w, 0)], {"from": d.stranger})  # window still open
+        escrow.release(reviewed_batch, sets([(w, 0)]), {"from": d.stranger})  # window still open
     chain.sleep(601)
-    tx = escrow.release(reviewed_batch, [(w, 0)], {"from": d.stranger})
+    tx = escrow.release(reviewed_batch, sets([(w, 0)]), {"from": d.stranger})
     assert tx.events["AnswersReleased"]["worker"] == w
     assert (tx.events["AnswersReleased"]["firstTask"], tx.events["AnswersReleased"]["tasks"]) == (0, 1)
     assert escrow.balanceOf(ETH, w) == REWARD
@@ -534,7 +535,7 @@ def test_release_credits_the_worker_not_the_caller(deployment, reviewed_batch):
 @pytest.fixture
 def paid_worker(deployment, reviewed_batch):
     d = deployment
-    d.escrow.approve(reviewed_batch, [(d.workers[0], 0)], {"from": d.requester})
+    d.escrow.approve(reviewed_batch, sets([(d.workers[0], 0)]), {"from": d.requester})
     assert d.escrow.balanceOf(ETH, d.workers[0]) == REWARD
     return d.workers[0]
 
@@ -577,7 +578,7 @@ def test_withdraw_for_pays_the_account_not_the_submitter(deployment, paid_worker
     # Earn again: the spent signature must not work a second time.
     batch_id, _ = create_batch(escrow, d.requester, terms(reward=REWARD, relay_fee=RELAY_FEE))
     submit(escrow, d.relay, [signed_answer(escrow, paid_worker, batch_id, 0)])
-    escrow.approve(batch_id, [(paid_worker, 0)], {"from": d.requester})
+    escrow.approve(batch_id, sets([(paid_worker, 0)]), {"from": d.requester})
     with brownie.reverts(
         revert_pattern=f"EscrowInvalidSigner: {paid_worker.address.lower()}, 0x[0-9a-f]{{40}}"
     ):

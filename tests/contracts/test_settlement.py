@@ -15,6 +15,7 @@ from _helpers import (  # noqa: F401  (fixtures)
     deployment,
     mine_at,
     now,
+    sets,
     signed_answer,
     skipped,
     status,
@@ -297,7 +298,7 @@ def test_cannot_settle_answers_pending_or_paid_on_the_direct_path(env):
     d, requester, batch_id, book = env
     w0, w1 = d.workers[0], d.workers[1]
     submit(d.escrow, d.relay, [signed_answer(d.escrow, w0, batch_id, 40), signed_answer(d.escrow, w1, batch_id, 41)])
-    d.escrow.approve(batch_id, [(w1.address, 41)], {"from": requester})
+    d.escrow.approve(batch_id, sets([(w1, 41)]), {"from": requester})
     assert status(d.escrow, batch_id, w0, 40) == PENDING and status(d.escrow, batch_id, w1, 41) == PAID
     for w, task in ((w0, 40), (w1, 41)):
         settlement, _ = book.build([(w, task), (w, 42)])
@@ -312,7 +313,7 @@ def test_a_rejected_direct_answer_may_be_settled_and_is_paid_once(env):
     d, requester, batch_id, book = env
     w = d.workers[0]
     submit(d.escrow, d.relay, [signed_answer(d.escrow, w, batch_id, 9)])
-    d.escrow.reject(batch_id, [(w.address, 9)], REASON_CID, {"from": requester})
+    d.escrow.reject(batch_id, sets([(w, 9)]), REASON_CID, {"from": requester})
     book.post([(w, 9)], d.relay)
     d.escrow.claim(*book.claim_args(w), {"from": d.relay})
     assert d.escrow.balanceOf(ETH, w) == REWARD
@@ -329,7 +330,7 @@ def test_unsettled_answer_falls_back_to_submit_review_release(env):
     tx = submit(d.escrow, d.relay, [signed_answer(d.escrow, w1, batch_id, 5)])
     assert accepted(tx) == [(w1.address, 5)]
     mine_at(now() + 601)
-    d.escrow.release(batch_id, [(w1.address, 5)], {"from": d.stranger})
+    d.escrow.release(batch_id, sets([(w1, 5)]), {"from": d.stranger})
     assert d.escrow.balanceOf(ETH, w1) == REWARD
     # ...and that answer can no longer be settled.
     settlement, _ = book.build([(w1, 5)])

@@ -36,6 +36,7 @@ from _helpers import (  # noqa: F401  (fixtures)
     mine_at,
     now,
     reviewed,
+    sets,
     signed_answer,
     submitted,
 )
@@ -234,14 +235,16 @@ class PathsModel:
         key = pending[ix % len(pending)]
         _, w, t = key
         if ix % 2 == 0:
-            self.escrow.approve(batch_id, [(w, t)], {"from": self.requester})
+            tx = self.escrow.approve(batch_id, sets([(w, t)]), {"from": self.requester})
             self.direct[key] = PAID
             self._credit(self.tokens[batch_id], w, self.rewards[batch_id])
         else:
-            self.escrow.reject(batch_id, [(w, t)], REASON_CID, {"from": self.requester})
+            tx = self.escrow.reject(batch_id, sets([(w, t)]), REASON_CID, {"from": self.requester})
             self.direct[key] = REJECTED
             self.counts[(batch_id, t)] -= 1
             self.funds[batch_id] += self.rewards[batch_id]
+        name = "AnswersApproved" if ix % 2 == 0 else "AnswersRejected"
+        assert reviewed(tx, name) == [key]
         self.pending[batch_id] -= 1
         return "approved" if ix % 2 == 0 else "rejected"
 
@@ -250,7 +253,11 @@ class PathsModel:
         if not pending:
             return
         mine_at(max([now()] + [self._review_deadline(k) + 1 for k in pending]))
-        self.escrow.release(batch_id, [(w, t) for _, w, t in pending], {"from": self.stranger})
+        task_sets = sets([(w, t) for _, w, t in pending])
+        tx = self.escrow.release(batch_id, task_sets, {"from": self.stranger})
+        # One event per set, naming its answers; together every pending answer, each once.
+        assert [(e["worker"], e["firstTask"], e["tasks"]) for e in tx.events["AnswersReleased"]] == task_sets
+        assert sorted(reviewed(tx, "AnswersReleased")) == pending
         for key in pending:
             self.direct[key] = PAID
             self._credit(self.tokens[batch_id], key[1], self.rewards[batch_id])

@@ -23,6 +23,7 @@ from _helpers import (  # noqa: F401  (fixtures)
     deployment,
     next_block_at,
     now,
+    sets,
     signed_answer,
     skipped,
     status,
@@ -200,12 +201,12 @@ def test_replay_in_same_transaction_skipped_and_paid_once(deployment, batch):
     assert d.escrow.taskAnswerCount(batch, 3) == 1
     assert d.escrow.balanceOf(ETH, d.relay) == RELAY_FEE  # relay fee paid once
 
-    tx = d.escrow.approve(batch, [(w, 3)], {"from": d.requester})
+    tx = d.escrow.approve(batch, sets([(w, 3)]), {"from": d.requester})
     assert len(tx.events["AnswersApproved"]) == 1
     assert d.escrow.balanceOf(ETH, w) == REWARD
     # Approving the same answer again is refused, it is not paid twice.
     with brownie.reverts(revert_pattern=r"EscrowAnswerNotPending: .*"):
-        d.escrow.approve(batch, [(w, 3)], {"from": d.requester})
+        d.escrow.approve(batch, sets([(w, 3)]), {"from": d.requester})
     assert d.escrow.balanceOf(ETH, w) == REWARD
     assert_money_invariant(d.escrow, ETH, _holders(d))
 
@@ -219,12 +220,12 @@ def test_replay_in_later_transaction_skipped(deployment, batch, review):
     submit(d.escrow, d.relay, [signed])
     expected_status = {"pending": PENDING, "approve": PAID, "reject": 3, "release": PAID}[review]
     if review == "approve":
-        d.escrow.approve(batch, [(w, 0)], {"from": d.requester})
+        d.escrow.approve(batch, sets([(w, 0)]), {"from": d.requester})
     elif review == "reject":
-        d.escrow.reject(batch, [(w, 0)], REASON_CID, {"from": d.requester})
+        d.escrow.reject(batch, sets([(w, 0)]), REASON_CID, {"from": d.requester})
     elif review == "release":
         chain.sleep(601)
-        d.escrow.release(batch, [(w, 0)], {"from": d.stranger})
+        d.escrow.release(batch, sets([(w, 0)]), {"from": d.stranger})
     funds = batch_field(d.escrow, batch, "funds")
     relay_balance = d.escrow.balanceOf(ETH, d.relay)
     worker_balance = d.escrow.balanceOf(ETH, w)

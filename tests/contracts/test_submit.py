@@ -8,6 +8,7 @@ from conftest import (
     digest_for,
     new_batch,
     reverts,
+    sets,
     sign_answers,
     status,
     submitted,
@@ -302,7 +303,7 @@ def test_insufficient_funds_is_skipped(escrow, requester, workers, submit):
 
 def test_rejected_answer_reopens_the_slot_for_others_only(escrow, requester, eth_batch, workers, submit):
     submit([(workers[0], eth_batch, 0), (workers[1], eth_batch, 0)])
-    escrow.reject(eth_batch, [(workers[0].address, 0)], REASON_CID, {"from": requester})
+    escrow.reject(eth_batch, sets([(workers[0], 0)]), REASON_CID, {"from": requester})
     assert escrow.taskAnswerCount(eth_batch, 0) == 1
     tx = submit([(workers[0], eth_batch, 0), (workers[2], eth_batch, 0)])
     assert skipped(tx) == [(eth_batch, workers[0].address, 0, ALREADY_ANSWERED)]

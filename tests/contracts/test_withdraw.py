@@ -2,7 +2,7 @@
 
 import brownie
 from brownie import ZERO_ADDRESS, chain
-from conftest import DAY, refs, reverts, sign_withdrawal
+from conftest import DAY, reverts, sets, sign_withdrawal
 
 REWARD = 10**6
 
@@ -10,7 +10,7 @@ REWARD = 10**6
 def paid(escrow, requester, batch_id, worker, submit, tasks=(0,)):
     entries = [(worker, batch_id, t) for t in tasks]
     submit(entries)
-    escrow.approve(batch_id, refs(entries), {"from": requester})
+    escrow.approve(batch_id, sets(entries), {"from": requester})
 
 
 def test_withdraw_eth(escrow, requester, eth_batch, workers, submit):

@@ -176,16 +176,22 @@ def review(
     elif reject_file:
         by_key = {(a.worker.lower(), a.task_index): a for a in pending}
         reject = defaultdict(list)
+        named = set()
         for row in _read_jsonl(reject_file, "reject"):
             key = (str(row.get("worker", "")).lower(), row.get("task_index"))
             if key not in by_key:
                 raise fail(f"no pending answer of worker {key[0]} to task {key[1]} in batch {batch_id}")
+            if key in named:
+                raise fail(f"{reject_file} names the answer of worker {key[0]} to task {key[1]} twice")
+            named.add(key)
             if not str(row.get("reason", "")).strip():
                 raise fail(f"rejection of worker {key[0]} task {key[1]} needs a reason")
             reject[row["reason"]].append(by_key[key])
         approve = []
     else:
         approve, reject = _decide_interactively(requester, batch_id, pending, requester.pinner.fetch)
+    # Per worker and task: a transaction's answers then make few task sets (one per worker and 96 tasks).
+    approve = sorted(approve, key=lambda a: (a.worker.lower(), a.task_index))
     for start in range(0, len(approve), 200):
         requester.approve(batch_id, approve[start:start + 200])
     for reason, answers in reject.items():

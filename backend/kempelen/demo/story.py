@@ -32,6 +32,7 @@ from kempelen.audit.model import AuditReport
 from kempelen.audit.report import print_summary as print_audit_summary
 from kempelen.chain.contracts import Chain
 from kempelen.demo.tasks import LABELS, SimulatedWorker, Task, assign, make_tasks
+from kempelen.protocol.tasksets import task_sets
 from kempelen.sdk.amounts import format_amount, to_base_units
 from kempelen.sdk.keys import Signer
 from kempelen.sdk.pinning import RelayPinner
@@ -165,7 +166,7 @@ class Demo:
             pending = requester.list_answers(plan.funded.batch_id, "pending")
             for start in range(0, len(pending), 150):
                 chain.transact(operator.private_key, chain.escrow.functions.release(
-                    plan.funded.batch_id, [(a.worker, a.task_index) for a in pending[start:start + 150]]))
+                    plan.funded.batch_id, task_sets((a.worker, a.task_index) for a in pending[start:start + 150])))
             plan.outcome["released"] += len(pending)
             self.say(f"Review window over: anyone may release; the operator auto-released {len(pending)} "
                      f"unreviewed answers of batch {plan.funded.batch_id}.")
@@ -301,7 +302,7 @@ class Demo:
         pending = requester.list_answers(batch_id, "pending")
         if pending:
             requester.chain.transact(operator.private_key, requester.chain.escrow.functions.release(
-                batch_id, [(a.worker, a.task_index) for a in pending]))
+                batch_id, task_sets((a.worker, a.task_index) for a in pending)))
         plan.outcome["released"] += len(pending)
         paid = sum(self._withdraw(worker, [plan], operator) for worker in workers.values())
         self.say(f"The requester never reviewed them: the operator released the {len(pending)} fallen-back "

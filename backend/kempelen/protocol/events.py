@@ -18,6 +18,8 @@ from typing import Any
 from eth_abi import decode as abi_decode
 from eth_utils import keccak, to_checksum_address
 
+from kempelen.protocol.tasksets import set_tasks
+
 
 @dataclass(frozen=True)
 class Event:
@@ -182,10 +184,4 @@ def submitted_answers(args: dict) -> list[tuple[int, bytes]]:
 
 def reviewed_tasks(args: dict) -> list[int]:
     """The task indexes a review event's args name, ascending (args as decoded or as stored)."""
-    first, tasks = int(args["firstTask"]), int(args["tasks"])
-    found = []
-    while tasks:
-        low = tasks & -tasks
-        found.append(first + low.bit_length() - 1)
-        tasks ^= low
-    return found
+    return set_tasks(int(args["firstTask"]), int(args["tasks"]))

@@ -23,6 +23,7 @@ from kempelen.errors import KempelenError
 from kempelen.protocol.cid import CID
 from kempelen.protocol.manifest import BatchManifest, canonical_json
 from kempelen.protocol.signing import permit_typed_data
+from kempelen.protocol.tasksets import task_sets
 from kempelen.sdk import settlement
 from kempelen.sdk.amounts import to_base_units
 from kempelen.sdk.history import AnswerRecord, batch_answers
@@ -68,6 +69,14 @@ def _refs(answers: Iterable[AnswerRef | AnswerRecord | tuple]) -> list[tuple]:
     if not refs:
         raise BatchError("no answers given")
     return refs
+
+
+def _sets(refs: list[tuple]) -> list[tuple]:
+    """The review call's task sets (ITaskEscrow.TaskSet: one per worker and 96-task group)."""
+    try:
+        return task_sets(refs)
+    except ValueError as exc:
+        raise BatchError(str(exc)) from None
 
 
 class Requester:
@@ -199,22 +208,23 @@ class Requester:
         return [a for a in answers if status is None or a.status == status]
 
     def approve(self, batch_id: int, answers: Iterable) -> str:
-        call = self.chain.escrow.functions.approve(batch_id, _refs(answers))
+        call = self.chain.escrow.functions.approve(batch_id, _sets(_refs(answers)))
         return self.chain.transact(self.signer.private_key, call).transactionHash.hex()
 
     def reject(self, batch_id: int, answers: Iterable, reason: str) -> str:
         """Reject with a reason a person can read; the reason is pinned and its CID goes on-chain."""
         refs = _refs(answers)
+        sets = _sets(refs)
         if not reason.strip():
             raise BatchError("a rejection needs a reason")
         reason_cid = self.pinner.pin(canonical_json({
             "format": "kempelen/rejection/1", "batch_id": batch_id, "reason": reason,
             "answers": [{"worker": w, "task_index": t} for w, t in refs]}), kind="reason")
-        call = self.chain.escrow.functions.reject(batch_id, refs, reason_cid.to_bytes())
+        call = self.chain.escrow.functions.reject(batch_id, sets, reason_cid.to_bytes())
         return self.chain.transact(self.signer.private_key, call).transactionHash.hex()
 
     def release(self, batch_id: int, answers: Iterable) -> str:
-        call = self.chain.escrow.functions.release(batch_id, _refs(answers))
+        call = self.chain.escrow.functions.release(batch_id, _sets(_refs(answers)))
         return self.chain.transact(self.signer.private_key, call).transactionHash.hex()
 
     def bonus(self, batch_id: int, worker: str, amount: str, reason: str) -> str:
