@@ -6,12 +6,13 @@ A requester funds 34 tasks x 3 answers in the 6-decimal test stablecoin; 10 work
 answer 10 tasks; the relay receives answers interleaved as a crowd sends them (answer k:
 worker k % 10, task k // 3), sorts them by worker and task (kempelen.relay.packing.order_for_gas)
 and submits all 100 in one `submitAnswers` call with EIP-2098 compact signatures, every one
-verified on-chain (`submit_per_answer_arrival_order`: the same answers unsorted). The requester approves them in one call
-(grouped by worker, as the SDK sends them); each worker withdraws once.
+verified on-chain (`submit_per_answer_arrival_order`: the same answers unsorted). The requester
+approves them in one call naming them as task sets (one per worker and 96-task group, as the SDK
+sends them); each worker withdraws once.
 
 Round 1 is all first-timers: requester, workers and relay have no reputation record, no
 escrow balance slot, no token balance (worst case). Round 2 is the steady state: a second
-batch of the same people. Release, reject, approve-in-arrival-order and 65-byte signatures
+batch of the same people. Release, reject, unsorted submission and 65-byte signatures
 are measured on snapshots of round 1.
 
 The settlement path (ISettlement) is measured on 1,000 answers from 10 workers: 334 tasks x 3
@@ -29,6 +30,7 @@ from brownie import Reputation, TaskEscrow, TestStablecoin, accounts, chain
 from eth_hash.auto import keccak
 
 from kempelen.protocol.merkle import earnings_tree
+from kempelen.protocol.tasksets import task_sets
 from kempelen.protocol.signing import (
     Answer,
     Domain,
@@ -74,9 +76,9 @@ def _signed_answers(escrow, batch_id, workers, compact=True, arrival_order=False
     return answers, signatures
 
 
-def _refs(answers, by_worker=True):
-    refs = [(a[3], a[1]) for a in answers]
-    return sorted(refs) if by_worker else refs
+def _sets(answers):
+    """The review call's task sets for the answers (one per worker and 96-task group)."""
+    return task_sets((a[3], a[1]) for a in answers)
 
 
 def _round(escrow, usdc, batch_id, workers, requester, relay, gas, suffix=""):
@@ -85,7 +87,7 @@ def _round(escrow, usdc, batch_id, workers, requester, relay, gas, suffix=""):
     tx = escrow.submitAnswers(answers, signatures, {"from": relay})
     assert tx.return_value == ANSWERS, tx.return_value
     submit = tx.gas_used
-    approve = escrow.approve(batch_id, _refs(answers), {"from": requester}).gas_used
+    approve = escrow.approve(batch_id, _sets(answers), {"from": requester}).gas_used
     withdrawals = [escrow.withdraw(usdc, {"from": worker}).gas_used for worker in workers]
     gas["submit_per_answer" + suffix] = submit // ANSWERS
     gas["approve_per_answer" + suffix] = approve // ANSWERS
@@ -103,11 +105,9 @@ def _variants(escrow, batch_id, workers, requester, relay, outsider, gas):
     arrival = _signed_answers(escrow, batch_id, workers, arrival_order=True)
     gas["submit_per_answer_arrival_order"] = escrow.submitAnswers(*arrival, {"from": relay}).gas_used // ANSWERS
     replays = {
-        "approve_per_answer_arrival_order": lambda: escrow.approve(
-            batch_id, _refs(arrival[0], by_worker=False), {"from": requester}),
-        "reject_per_answer": lambda: escrow.reject(batch_id, _refs(answers), REASON_CID, {"from": requester}),
+        "reject_per_answer": lambda: escrow.reject(batch_id, _sets(answers), REASON_CID, {"from": requester}),
         "release_per_answer": lambda: (chain.sleep(3 * DAY + 60),
-                                       escrow.release(batch_id, _refs(answers), {"from": outsider}))[1],
+                                       escrow.release(batch_id, _sets(answers), {"from": outsider}))[1],
     }
     for key, replay in replays.items():
         chain.revert()
