@@ -57,6 +57,14 @@ def chain(anvil, deployment) -> Chain:
 
 
 @pytest.fixture
+def snapshot(chain):
+    """Undo whatever the test did to the shared chain (balances, batches, time travel)."""
+    snap = chain.w3.provider.make_request("evm_snapshot", [])["result"]
+    yield
+    chain.w3.provider.make_request("evm_revert", [snap])
+
+
+@pytest.fixture
 def sqlite_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'kempelen.sqlite'}"
 

@@ -29,14 +29,6 @@ REWARD, FEE = 10**12, 10**11
 
 
 @pytest.fixture
-def snapshot(chain):
-    """Undo the test's chain changes (balances, batches, time) for the tests after it."""
-    snap = chain.w3.provider.make_request("evm_snapshot", [])["result"]
-    yield
-    chain.w3.provider.make_request("evm_revert", [snap])
-
-
-@pytest.fixture
 def relay(chain, keys, database_url, tmp_path, snapshot):
     with relay_client(chain, database_url, tmp_path / "store", answers_burst=1000,
                       relayer_key=keys[RELAYER]) as client:

@@ -16,14 +16,6 @@ from kempelen.sdk.requester import BatchError, Requester
 
 
 @pytest.fixture
-def snapshot(chain):
-    """Undo whatever the test did to the shared chain (time travel included)."""
-    snap = chain.w3.provider.make_request("evm_snapshot", [])["result"]
-    yield
-    chain.w3.provider.make_request("evm_revert", [snap])
-
-
-@pytest.fixture
 def requester(chain, keys, tmp_path):
     signer = Signer(keys[1])
     usdc = chain.token(chain.deployment.tokens["USDC"])
