@@ -10,7 +10,8 @@ pragma solidity ^0.8.24;
 ///     + sum over batches of (cumulativeTotal - claimed)    // settled, claimable (ISettlement)
 ///   plus any surplus nobody is owed (ETH forced in, tokens sent directly).
 /// `totalOwed(token)` tracks the right-hand side; no wei moves without an event, and every
-/// payment event names the answer (batchId, worker, taskIndex) it pays for.
+/// payment event names the answers it pays for: (batchId, worker) and its tasks, as a 96-task
+/// group's bitmap (TaskSet) for submissions and reviews.
 ///
 /// An answer is identified by (batchId, worker, taskIndex): one answer per worker per task.
 /// Review window: an answer may be approved or rejected by the requester until its review
