@@ -210,7 +210,7 @@ def submitted(tx, batch_id=None) -> list[tuple[str, int, bytes]]:
     answers, logged before the next run opens)."""
     if "AnswersSubmitted" not in tx.events:
         return []
-    return [(e["worker"], task, digest)
+    return [(e["worker"], task, bytes(digest))
             for e in tx.events["AnswersSubmitted"] if batch_id is None or e["batchId"] == batch_id
             for task, digest in submitted_answers(e)]
 

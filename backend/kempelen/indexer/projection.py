@@ -14,7 +14,7 @@ from typing import Any
 
 from kempelen.errors import InvalidCID
 from kempelen.protocol.cid import CID, raw_cid
-from kempelen.protocol.events import REVIEW_OUTCOMES, Event, reviewed_tasks
+from kempelen.protocol.events import REVIEW_OUTCOMES, Event, reviewed_tasks, submitted_answers
 from kempelen.protocol.signing import SettledWord
 
 # JSON numbers above 2**53 lose precision in JavaScript and in some JSON readers.
@@ -78,16 +78,6 @@ def cid_text(hex_bytes: str) -> str:
         return str(CID.from_bytes(bytes.fromhex(hex_bytes[2:])))
     except (InvalidCID, ValueError):
         return hex_bytes  # a CID string never starts with 0x, so nothing is lost or confused
-
-
-def stored_submitted_answers(args: dict) -> list[tuple[int, str]]:
-    """(taskIndex, answerDigest as 0x hex) of each answer an AnswersSubmitted row names, ascending:
-    `protocol.events.submitted_answers` for args in stored (JSON-safe) form. Raises ValueError
-    when the task bitmap and the digests disagree (LogDecoder refuses such a log up front)."""
-    tasks, digests = reviewed_tasks(args), args["answerDigests"]
-    if len(tasks) != len(digests):
-        raise ValueError(f"AnswersSubmitted names {len(tasks)} tasks but carries {len(digests)} digests")
-    return list(zip(tasks, digests))
 
 
 @dataclass(frozen=True)
@@ -184,7 +174,7 @@ class Projector:
     def answers_submitted(self, row: dict, args: dict) -> None:
         """One `indexed_answers` row per answer the event names (one worker, one 96-task group)."""
         batch_id, worker, relayer = int(args["batchId"]), args["worker"], args["relayer"]
-        answers = stored_submitted_answers(args)
+        answers = submitted_answers(args)
         for task_index, digest in answers:
             self.changes.answers[(batch_id, worker, task_index)] = {
                 "chain_id": self.chain_id, "batch_id": batch_id, "worker": worker, "task_index": task_index,

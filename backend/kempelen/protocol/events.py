@@ -173,10 +173,12 @@ class EventDecoder:
 REVIEW_OUTCOMES = {"AnswersApproved": "approved", "AnswersRejected": "rejected", "AnswersReleased": "released"}
 
 
-def submitted_answers(args: dict) -> list[tuple[int, bytes]]:
+def submitted_answers(args: dict) -> list[tuple[int, Any]]:
     """(taskIndex, answerDigest) of each answer an AnswersSubmitted event's args name, ascending
-    by task: the event lists the digests in the order of the set bits of its task bitmap."""
-    tasks, digests = reviewed_tasks(args), [bytes(d) for d in args["answerDigests"]]
+    by task: the event lists the digests in the order of the set bits of its task bitmap. Args as
+    decoded (digests as bytes) or as stored (0x hex): digests come out in the form they came in.
+    Raises ValueError when the bitmap and the digests disagree."""
+    tasks, digests = reviewed_tasks(args), list(args["answerDigests"])
     if len(tasks) != len(digests):
         raise ValueError(f"AnswersSubmitted names {len(tasks)} tasks but carries {len(digests)} digests")
     return list(zip(tasks, digests))
