@@ -1,9 +1,9 @@
 """`kempelen worker ...` and the Worker SDK against the real local stack (relay as a subprocess)."""
 
 import json
-import time
 
 import pytest
+from _waiting import wait_for
 from typer.testing import CliRunner
 
 from kempelen.chain.contracts import Chain
@@ -36,14 +36,6 @@ def env(stack, monkeypatch, tmp_path):
 def run(*args, key: str, input: str | None = None):
     result = runner.invoke(app, [str(a) for a in args], input=input, env={"KEMPELEN_PRIVATE_KEY": key})
     return result.exit_code, result.output
-
-
-def wait_for(condition, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
-    return value
 
 
 def test_worker_answers_in_the_terminal_and_gets_paid(env, tmp_path):

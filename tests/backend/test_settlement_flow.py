@@ -5,9 +5,9 @@ proofs, unsettled answers fall back to the direct path, and every amount is exac
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
+from _waiting import wait_for
 from typer.testing import CliRunner
 
 from kempelen.chain.contracts import ETH, Chain
@@ -60,14 +60,6 @@ def escrow_balance(chain: Chain, token: str, account: str) -> int:
 
 def funds(chain: Chain, batch_id: int) -> int:
     return Requester.batch(type("R", (), {"chain": chain})(), batch_id)["funds"]
-
-
-def wait_for(condition, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
-    return value
 
 
 def advance(chain: Chain, seconds: int) -> None:
