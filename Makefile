@@ -63,7 +63,7 @@ $(SOLC_SHIM): scripts/solcjs-shim.sh node_modules/.stamp
 	chmod +x $@
 
 build/.compiled: $(CONTRACTS) brownie-config.yaml | bootstrap
-	$(BROWNIE) compile
+	$(BROWNIE) compile --all   # brownie's own cache ignores compiler settings (viaIR, runs)
 	touch $@
 
 $(ARTIFACTS_STAMP): build/.compiled scripts/export_artifacts.py
