@@ -225,7 +225,7 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
     // Claims make no external call and only move value inside the escrow (from a batch's pool to a
     // worker's balance, checked against the worker's settled answers): no reentrancy guard needed.
 
-    function claim(uint64 batchId, address worker, uint256 cumulative, bytes32[] calldata proof)
+    function claimEarnings(uint64 batchId, address worker, uint256 cumulative, bytes32[] calldata proof)
         external
         returns (uint256)
     {

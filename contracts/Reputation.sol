@@ -19,21 +19,23 @@ contract Reputation is IReputation, Ownable2Step {
         emit EscrowAuthorized(escrow, authorized);
     }
 
-    function record(address worker, address requester, Outcome outcome, uint64 count) external {
+    function record(address requester, Outcome outcome, address[] calldata workers, uint64[] calldata counts)
+        external
+    {
         if (!isEscrow[msg.sender]) revert ReputationUnauthorizedEscrow(msg.sender);
-        Record storage w = _workerRecords[worker];
-        Record storage r = _requesterRecords[requester];
-        if (outcome == Outcome.Approved) {
-            w.approved += count;
-            r.approved += count;
-        } else if (outcome == Outcome.Rejected) {
-            w.rejected += count;
-            r.rejected += count;
-        } else {
-            w.released += count;
-            r.released += count;
+        uint256 n = workers.length;
+        if (n != counts.length) revert ReputationLengthMismatch(n, counts.length);
+        uint64 total;
+        for (uint256 i; i < n;) {
+            uint64 count = counts[i];
+            _add(_workerRecords[workers[i]], outcome, count);
+            total += count;
+            unchecked {
+                ++i;
+            }
         }
-        emit OutcomeRecorded(worker, requester, outcome, count);
+        _add(_requesterRecords[requester], outcome, total);
+        emit OutcomesRecorded(requester, outcome, workers, counts);
     }
 
     function workerRecord(address worker) external view returns (Record memory) {
@@ -42,6 +44,16 @@ contract Reputation is IReputation, Ownable2Step {
 
     function requesterRecord(address requester) external view returns (Record memory) {
         return _requesterRecords[requester];
+    }
+
+    function _add(Record storage r, Outcome outcome, uint64 count) private {
+        if (outcome == Outcome.Approved) {
+            r.approved += count;
+        } else if (outcome == Outcome.Rejected) {
+            r.rejected += count;
+        } else {
+            r.released += count;
+        }
     }
 
     function score(address worker) public view returns (uint64) {

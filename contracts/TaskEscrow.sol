@@ -51,8 +51,6 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
     /// the sentinel, so paying a returning worker rewrites a live slot (5,000 gas) instead of
     /// creating one (22,100) at every batch.
     mapping(address token => mapping(address account => uint256)) private _balances;
-    /// Sum of funds + pending * reward over the token's batches plus its account balances.
-    mapping(address token => uint256) private _totalOwed;
     mapping(address requester => mapping(address worker => bool)) private _blocked;
     /// Workers a requester blocks: while 0, submission skips the per-answer block-list lookup.
     mapping(address requester => uint256) private _blockedCount;
@@ -106,14 +104,14 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         // The open AnswersSubmitted group: accepted answers of one worker to one group of 96
         // tasks, in ascending task order (answer key as in _answerKey; 0: none open).
         uint256 groupKey;
-        uint256 groupTasks;
-        uint256 groupLastTask;
+        uint256 groupTasks; // bit b: task firstTask + b
         uint256 groupSize;
         bytes32[] groupDigests; // capacity TASKS_PER_WORD, length set when the group is logged
     }
 
     /// Review of one batch's answers and the run of consecutive answers of one worker
-    /// (credited together).
+    /// (credited together). Each run's outcome goes to the reputation contract in one call at
+    /// the end (workers[i], counts[i] for the first `runs` runs; capacity: one per set).
     struct ReviewRun {
         uint256 batchId;
         address requester;
@@ -124,6 +122,9 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         uint256 flip; // xor turning a Pending status (01) into Paid (10) or Rejected (11)
         address worker; // of the current run
         uint256 count; // answers in the current run
+        uint256 runs;
+        address[] workers;
+        uint64[] counts;
     }
 
     constructor(IReputation reputation_) {
@@ -171,9 +172,7 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         amount = b.funds;
         if (amount == 0) revert EscrowNothingToReclaim(batchId);
         b.funds = 0;
-        address token = b.token;
-        _totalOwed[token] -= amount;
-        _pay(token, msg.sender, amount);
+        _pay(b.token, msg.sender, amount);
         emit BatchReclaimed(batchId, msg.sender, amount);
     }
 
@@ -320,10 +319,6 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         return stored == 0 ? 0 : stored - BALANCE_SENTINEL;
     }
 
-    function totalOwed(address token) external view returns (uint256) {
-        return _totalOwed[token];
-    }
-
     function isBlocked(address requester, address worker) external view returns (bool) {
         return _blocked[requester][worker];
     }
@@ -397,7 +392,7 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         return uint256(terms.taskCount) * terms.answersPerTask * (uint256(terms.reward) + terms.relayFee);
     }
 
-    /// Takes `amount` of `token` from msg.sender (ETH: exactly msg.value) and owes it.
+    /// Takes `amount` of `token` from msg.sender (ETH: exactly msg.value).
     function _deposit(address token, uint256 amount, uint256 value) private {
         if (token == address(0)) {
             if (value != amount) revert EscrowWrongDeposit(amount, value);
@@ -410,7 +405,6 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
                 if (received != amount) revert EscrowFeeOnTransferToken(token, amount, received);
             }
         }
-        _totalOwed[token] += amount;
     }
 
     function _requesterBatch(uint64 batchId) private view returns (BatchRecord storage b) {
@@ -491,9 +485,14 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
     }
 
     /// Adds an accepted answer to the open AnswersSubmitted group, first logging that group if
-    /// the answer cannot extend it (another worker or group, or not a later task).
+    /// the answer cannot extend it (another worker or group, or not a later task: a task bit at
+    /// or above its own is set).
     function _addToGroup(SubmitRun memory run, uint256 key, uint256 taskIndex, bytes32 answerDigest) private {
-        if (key != run.groupKey || taskIndex <= run.groupLastTask) {
+        uint256 bit;
+        unchecked {
+            bit = 1 << (taskIndex % TASKS_PER_WORD);
+        }
+        if (key != run.groupKey || run.groupTasks >= bit) {
             _logGroup(run);
             run.groupKey = key;
         }
@@ -504,9 +503,8 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         }
         unchecked {
             run.groupSize = size + 1;
-            run.groupTasks |= 1 << (taskIndex % TASKS_PER_WORD);
         }
-        run.groupLastTask = taskIndex;
+        run.groupTasks |= bit;
     }
 
     /// Emits AnswersSubmitted for the open group, if it holds answers, and empties it.
@@ -597,7 +595,10 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         run.pending -= count;
         run.released += count;
         _credit(run.token, worker, count * run.reward);
-        _reputation.record(worker, run.requester, IReputation.Outcome.Released, uint64(count));
+        address[] memory workers = new address[](1);
+        uint64[] memory counts = new uint64[](1);
+        (workers[0], counts[0]) = (worker, uint64(count));
+        _reputation.record(run.requester, IReputation.Outcome.Released, workers, counts);
         return word;
     }
 
@@ -729,6 +730,8 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         run.reward = b.reward;
         run.reviewWindow = b.reviewWindow;
         run.flip = outcome == IReputation.Outcome.Rejected ? PENDING ^ REJECTED : PENDING ^ PAID;
+        run.workers = new address[](sets.length);
+        run.counts = new uint64[](sets.length);
 
         uint256 answers;
         for (uint256 i; i < sets.length;) {
@@ -739,6 +742,7 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
             }
         }
         _creditRun(run);
+        _recordRuns(run); // the reputation contract: immutable, ours, and this call is nonReentrant
 
         b.pending -= uint40(answers);
         if (outcome == IReputation.Outcome.Rejected) b.funds += uint128(answers * run.reward);
@@ -842,30 +846,58 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         }
     }
 
-    /// Credits the run's rewards to its worker (unless rejected) and records the outcome.
+    /// Credits the run's rewards to its worker (unless rejected) and queues its outcome.
     function _creditRun(ReviewRun memory run) private {
         uint256 count = run.count;
         if (count == 0) return;
         if (run.outcome != IReputation.Outcome.Rejected) _credit(run.token, run.worker, count * run.reward);
-        _reputation.record(run.worker, run.requester, run.outcome, uint64(count));
+        uint256 i = run.runs;
+        run.workers[i] = run.worker; // runs <= sets: within capacity
+        run.counts[i] = uint64(count);
+        run.runs = i + 1;
+    }
+
+    /// Records the review's outcomes with the reputation contract, one call for all runs.
+    function _recordRuns(ReviewRun memory run) private {
+        uint256 runs = run.runs;
+        if (runs == 0) return;
+        address[] memory workers = run.workers;
+        uint64[] memory counts = run.counts;
+        assembly ("memory-safe") {
+            mstore(workers, runs) // shrink to the runs filled (capacity was one per set)
+            mstore(counts, runs)
+        }
+        _reputation.record(run.requester, run.outcome, workers, counts);
     }
 
     // ---------------------------------------------------------------- internals: payouts
 
     function _withdraw(address account, address token) private returns (uint256 amount) {
-        uint256 stored = _balances[token][account];
+        uint256 slot = _balanceSlot(token, account);
+        uint256 stored = _load(slot);
         if (stored <= BALANCE_SENTINEL) revert EscrowNothingToWithdraw(account, token);
-        amount = stored - BALANCE_SENTINEL;
-        _balances[token][account] = BALANCE_SENTINEL;
-        _totalOwed[token] -= amount;
+        unchecked {
+            amount = stored - BALANCE_SENTINEL;
+        }
+        _store(slot, BALANCE_SENTINEL);
         _pay(token, account, amount);
         emit Withdrawn(account, token, amount);
     }
 
     /// Adds to an account's balance; the first credit also sets the sentinel that stays behind.
     function _credit(address token, address account, uint256 amount) private {
-        uint256 stored = _balances[token][account];
-        _balances[token][account] = (stored == 0 ? BALANCE_SENTINEL : stored) + amount;
+        uint256 slot = _balanceSlot(token, account);
+        uint256 stored = _load(slot);
+        _store(slot, (stored == 0 ? BALANCE_SENTINEL : stored) + amount);
+    }
+
+    /// Storage slot of _balances[token][account], hashed once for its read and its write.
+    function _balanceSlot(address token, address account) private pure returns (uint256 slot) {
+        uint256 balancesSlot;
+        assembly ("memory-safe") {
+            balancesSlot := _balances.slot
+        }
+        return _slotOf(_slotOf(balancesSlot, uint160(token)), uint160(account));
     }
 
     function _pay(address token, address to, uint256 amount) private {

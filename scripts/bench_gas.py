@@ -30,7 +30,6 @@ from brownie import Reputation, TaskEscrow, TestStablecoin, accounts, chain
 from eth_hash.auto import keccak
 
 from kempelen.protocol.merkle import earnings_tree
-from kempelen.protocol.tasksets import task_sets
 from kempelen.protocol.signing import (
     Answer,
     Domain,
@@ -40,6 +39,7 @@ from kempelen.protocol.signing import (
     sign,
     to_compact,
 )
+from kempelen.protocol.tasksets import task_sets
 
 USDC = 10**6
 DAY = 86_400
@@ -141,7 +141,7 @@ def _settlement_round(escrow, usdc, requester, relay, workers, gas, suffix="", t
         gas["claim_many_per_worker" + suffix] = claimed[0] // len(claims)
         gas["settled_answer_amortized_claim_many" + suffix] = (settle + sum(claimed)) // SETTLED_ANSWERS
     else:
-        claimed = [escrow.claim(*claim, {"from": relay}).gas_used for claim in claims]
+        claimed = [escrow.claimEarnings(*claim, {"from": relay}).gas_used for claim in claims]
         gas["settle_per_answer" + suffix] = settle // SETTLED_ANSWERS
         gas["claim" + suffix] = max(claimed)
         gas["settled_answer_amortized" + suffix] = (settle + sum(claimed)) // SETTLED_ANSWERS

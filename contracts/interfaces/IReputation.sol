@@ -19,16 +19,21 @@ interface IReputation {
     }
 
     event EscrowAuthorized(address indexed escrow, bool authorized);
-    /// `count` answers of `worker`, reviewed by `requester`, ended with `outcome`.
-    event OutcomeRecorded(address indexed worker, address indexed requester, Outcome indexed outcome, uint64 count);
+    /// `counts[i]` answers of `workers[i]`, reviewed by `requester`, ended with `outcome`: one
+    /// event per review call (the escrow's AnswersApproved / AnswersRejected / AnswersReleased
+    /// name each worker's answers, indexed by worker).
+    event OutcomesRecorded(address indexed requester, Outcome indexed outcome, address[] workers, uint64[] counts);
 
     error ReputationUnauthorizedEscrow(address caller);
     error ReputationZeroAddress();
+    error ReputationLengthMismatch(uint256 workers, uint256 counts);
 
     /// Owner authorizes or revokes an escrow that may record outcomes.
     function setEscrow(address escrow, bool authorized) external;
-    /// Authorized escrows record `count` outcomes of one worker with one requester.
-    function record(address worker, address requester, Outcome outcome, uint64 count) external;
+    /// Authorized escrows record one review call's outcomes with one requester: `counts[i]`
+    /// answers of `workers[i]` (one call and one OutcomesRecorded per review, not per worker).
+    function record(address requester, Outcome outcome, address[] calldata workers, uint64[] calldata counts)
+        external;
 
     function isEscrow(address escrow) external view returns (bool);
     /// Outcomes of answers the worker gave.

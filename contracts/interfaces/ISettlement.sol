@@ -19,7 +19,7 @@ pragma solidity ^0.8.24;
 /// settlement manifest listing every settled answer with its worker's signature and amount, so an
 /// auditor can check root, leaves and totals against signed, content-addressed answers.
 ///
-/// Workers (or anyone for them) `claim` with a proof against the batch's latest root: the escrow
+/// Workers (or anyone for them) `claimEarnings` with a proof against the batch's latest root: the escrow
 /// credits cumulative - already claimed to the worker's escrow balance (withdraw/withdrawFor pay
 /// it out). A claim never exceeds the worker's settled answers * reward in this batch, whatever
 /// the root says, so a root can only ever pay a worker what its settled answers earned.
@@ -29,11 +29,11 @@ pragma solidity ^0.8.24;
 /// answer the requester neither settles nor rejects can still go submit -> review -> release.
 ///
 /// Money invariant (extends ITaskEscrow's), per token:
-///   token balance of the escrow == totalOwed(token) (+ surplus nobody is owed) ==
+///   token balance of the escrow (- surplus nobody is owed) ==
 ///       sum over batches of (funds + pending * reward + cumulativeTotal - claimed in the batch)
 ///     + sum over accounts of balanceOf(token, account).
 /// Settling moves value from a batch's funds to its claimable pool and the poster's balance;
-/// claiming moves it from the pool to the worker's balance: totalOwed does not change.
+/// claiming moves it from the pool to the worker's balance: what the escrow owes does not change.
 interface ISettlement {
     /// Newly settled tasks of one worker: bit b set = task 192 * wordIndex + b is paid.
     struct SettledWord {
@@ -101,8 +101,9 @@ interface ISettlement {
     /// Anyone posts the requester's signed settlement (65-byte or 64-byte EIP-2098 signature).
     function settle(Settlement calldata settlement, bytes calldata signature) external;
     /// Credits cumulative - claimed to `worker`'s escrow balance; anyone may call (the money only
-    /// ever goes to the worker). Returns the amount credited.
-    function claim(uint64 batchId, address worker, uint256 cumulative, bytes32[] calldata proof)
+    /// ever goes to the worker). Returns the amount credited. (Named after EarningsClaimed; its
+    /// selector is also the third the dispatcher compares, 440 gas sooner than `claim`'s would be.)
+    function claimEarnings(uint64 batchId, address worker, uint256 cumulative, bytes32[] calldata proof)
         external
         returns (uint256 amount);
     /// Several claims (batches, workers) in one call; returns the total credited.

@@ -9,9 +9,10 @@ pragma solidity ^0.8.24;
 ///     + sum over accounts of balanceOf(token, account)    // owed to workers, relays
 ///     + sum over batches of (cumulativeTotal - claimed)    // settled, claimable (ISettlement)
 ///   plus any surplus nobody is owed (ETH forced in, tokens sent directly).
-/// `totalOwed(token)` tracks the right-hand side; no wei moves without an event, and every
-/// payment event names the answers it pays for: (batchId, worker) and its tasks, as a 96-task
-/// group's bitmap (TaskSet) for submissions and reviews.
+/// Tests check it after every step; the auditor checks it from events and balances alone (no
+/// on-chain running total: it would cost every deposit and withdrawal 5,000 gas). No wei moves
+/// without an event, and every payment event names the answers it pays for: (batchId, worker)
+/// and its tasks, as a 96-task group's bitmap (TaskSet) for submissions and reviews.
 ///
 /// An answer is identified by (batchId, worker, taskIndex): one answer per worker per task.
 /// Review window: an answer may be approved or rejected by the requester until its review
@@ -205,8 +206,6 @@ interface ITaskEscrow {
         returns (AnswerStatus status, uint64 reviewDeadline);
     function taskAnswerCount(uint64 batchId, uint32 taskIndex) external view returns (uint8);
     function balanceOf(address token, address account) external view returns (uint256);
-    /// Everything the escrow owes in `token`: locked in batches plus account balances.
-    function totalOwed(address token) external view returns (uint256);
     function isBlocked(address requester, address worker) external view returns (bool);
     /// The EIP-712 digest a worker signs for `answer`.
     function answerHash(Answer calldata answer) external view returns (bytes32);

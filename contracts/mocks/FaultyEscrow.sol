@@ -33,7 +33,6 @@ contract FaultyEscrow is EIP712("Kempelen", "1") {
     mapping(bytes32 answerKey => uint8) private _status;
     mapping(bytes32 answerKey => uint256) private _submittedAt;
     mapping(address token => mapping(address account => uint256)) private _balances;
-    mapping(address token => uint256) private _totalOwed;
 
     error FaultyOnlyEth();
     error FaultyNotRequester();
@@ -59,7 +58,6 @@ contract FaultyEscrow is EIP712("Kempelen", "1") {
         b.reward = terms.reward;
         b.relayFee = terms.relayFee;
         b.funds = uint128(deposit);
-        _totalOwed[address(0)] += deposit;
         _emitCreated(batchId, terms, deposit);
     }
 
@@ -190,7 +188,6 @@ contract FaultyEscrow is EIP712("Kempelen", "1") {
         uint256 funds = b.funds;
         amount = fault == Fault.UnderRefund ? funds / 2 : funds;
         b.funds = 0;
-        _totalOwed[address(0)] -= funds; // the kept half is owed to nobody: silently retained
         Address.sendValue(payable(msg.sender), amount);
         emit ITaskEscrow.BatchReclaimed(batchId, msg.sender, amount);
     }
@@ -198,7 +195,6 @@ contract FaultyEscrow is EIP712("Kempelen", "1") {
     function withdraw(address token) external returns (uint256 amount) {
         amount = _balances[token][msg.sender];
         _balances[token][msg.sender] = 0;
-        _totalOwed[token] -= amount;
         Address.sendValue(payable(msg.sender), amount);
         emit ITaskEscrow.Withdrawn(msg.sender, token, amount);
     }
@@ -209,10 +205,6 @@ contract FaultyEscrow is EIP712("Kempelen", "1") {
 
     function balanceOf(address token, address account) external view returns (uint256) {
         return _balances[token][account];
-    }
-
-    function totalOwed(address token) external view returns (uint256) {
-        return _totalOwed[token];
     }
 
     function reputation() external pure returns (address) {

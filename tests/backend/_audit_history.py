@@ -143,5 +143,6 @@ class History:
     def claim(self, sender: str, batch_id: int, worker_key: str):
         """Claims the worker's leaf of the batch's latest manifest (anyone may send it)."""
         cumulative, proof = claim_for(self.settled[batch_id][0], address(worker_key))
-        return self.send(sender, self.escrow.functions.claim(batch_id, address(worker_key), cumulative, proof))
+        claim = self.escrow.functions.claimEarnings(batch_id, address(worker_key), cumulative, proof)
+        return self.send(sender, claim)
 

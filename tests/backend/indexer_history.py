@@ -113,8 +113,8 @@ class Actors:
         tree = self.books[batch_id]["tree"]
         index = tree.index_of((self.address(worker), self.books[batch_id]["earnings"][self.address(worker)]))
         _, cumulative = tree.values[index]
-        self.chain.transact(sender or worker, self.escrow.claim(batch_id, self.address(worker), cumulative,
-                                                                tree.proof(index)))
+        self.chain.transact(sender or worker, self.escrow.claimEarnings(batch_id, self.address(worker),
+                                                                        cumulative, tree.proof(index)))
 
     def advance(self, seconds: int) -> None:
         rpc(self.chain.rpc_url, "evm_increaseTime", seconds)

@@ -86,10 +86,10 @@ def test_honest_history_audits_clean(honest):
     assert report.answers_audited == report.signatures_checked == 111
     assert eth_batch.locked_onchain == usdc_batch.locked_onchain == 0
     eth = report.tokens[ETH]
-    assert eth.balance == eth.expected_balance and eth.owed_onchain == eth.owed_replayed == eth.balance
+    assert eth.balance == eth.expected_balance == eth.owed_replayed
     usdc = report.tokens[honest["deployment"].tokens["USDC"]]
     assert usdc.symbol == "tUSDC" and usdc.decimals == 6 and usdc.topped_up == 10 * USDC
-    assert usdc.balance == usdc.expected_balance == usdc.owed_onchain
+    assert usdc.balance == usdc.expected_balance == usdc.owed_replayed
     # Distinct files: 2 manifests, 100 task payloads (the ETH batch's 3 equal the USDC batch's first 3),
     # 111 answers, 1 rejection reason (both rejections give the same one), 1 bonus reason.
     assert report.content_checked == 2 + 100 + 111 + 1 + 1

@@ -122,13 +122,35 @@ def test_reputation_must_record_every_review_and_its_counters_must_add_up():
     review(s, "AnswersApproved", 300, 1)
     review_tx = s.events[-1].transaction_hash
     # Only the first approval is recorded, and in a transaction of its own.
-    s.add("OutcomeRecorded", 200, REPUTATION, worker=WORKER, requester=REQUESTER, outcome=0, count=1)
+    s.add("OutcomesRecorded", 200, REPUTATION, requester=REQUESTER, outcome=0, workers=[WORKER], counts=[1])
     s.events[-1] = replace(s.events[-1], transaction_hash=s.events[-3].transaction_hash)
     state = ChainState(worker_records={WORKER: (2, 0, 0)}, requester_records={REQUESTER: (1, 0, 0)})
     history = ChainHistory(1, ESCROW, REPUTATION, 0, 300, 300, s.events, {}, {}, s.times(), state)
     found = checks.reputation_findings(history, replay(s))
     assert [(f.code, f.tx) for f in found] == [("outcome_mismatch", review_tx), ("counter_mismatch", None)]
     assert "(2, 0, 0)" in found[1].message and "(1, 0, 0)" in found[1].message
+
+
+def test_one_outcomes_event_records_a_whole_review_call():
+    """One OutcomesRecorded per review call, naming every worker it reviewed (one may recur);
+    one whose arrays differ in length is a finding, not a crash."""
+    s = Stream()
+    batch(s, tasks=200)
+    submit_many(s, [0, 96], 100)
+    submit_many(s, [5], 100, worker=OTHER)
+    review(s, "AnswersApproved", 200, 0)
+    for event in (dict(worker=OTHER, firstTask=0, tasks=1 << 5), dict(worker=WORKER, firstTask=96, tasks=1)):
+        s.add("AnswersApproved", 200, batchId=1, **event)
+        s.events[-1] = replace(s.events[-1], transaction_hash=s.events[-2].transaction_hash)
+    s.add("OutcomesRecorded", 200, REPUTATION, requester=REQUESTER, outcome=0, workers=[WORKER, OTHER, WORKER],
+          counts=[1, 1, 1])
+    s.events[-1] = replace(s.events[-1], transaction_hash=s.events[-2].transaction_hash)
+    s.add("OutcomesRecorded", 300, REPUTATION, requester=REQUESTER, outcome=1, workers=[WORKER], counts=[])
+    state = ChainState(worker_records={WORKER: (2, 0, 0), OTHER: (1, 0, 0)}, requester_records={REQUESTER: (3, 0, 0)})
+    history = ChainHistory(1, ESCROW, REPUTATION, 0, 300, 300, s.events, {}, {}, s.times(), state)
+    found = checks.reputation_findings(history, replay(s))
+    assert [(f.code, f.tx) for f in found] == [("outcome_mismatch", s.events[-1].transaction_hash)]
+    assert "1 workers but carries 0 counts" in found[0].message
 
 
 # -- AnswersSubmitted: a worker's answers per 96-task group, one log each run ------------------------
@@ -274,8 +296,8 @@ def test_balance_sheet_counts_the_pools_and_compares_settlement_state():
     result = replay(s)
     deposit = 4 * (REWARD + FEE)
     funds = deposit - 2 * (REWARD + FEE)
-    honest = ChainState(balances={ETH: deposit}, owed={ETH: deposit},
-                        batches={1: (funds, 0)}, settlements={1: (1, b"\x01" * 32, 2 * REWARD)},
+    honest = ChainState(balances={ETH: deposit}, batches={1: (funds, 0)},
+                        settlements={1: (1, b"\x01" * 32, 2 * REWARD)},
                         earnings={(1, WORKER): (REWARD, REWARD), (1, OTHER): (REWARD, 0)},
                         accounts={(ETH, WORKER): REWARD, (ETH, RELAY): 2 * FEE})
     tokens, found = checks.balance_sheet(result, honest)

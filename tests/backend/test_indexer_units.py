@@ -63,6 +63,12 @@ def submitted_log(decoder: EventDecoder, batch_id: int, first_task: int, tasks: 
             "data": "0x" + encode(["uint256", "uint256", "bytes32[]"], [first_task, tasks, digests]).hex()}
 
 
+def outcomes_log(decoder: EventDecoder, workers: list[str], counts: list[int]) -> dict:
+    """A raw OutcomesRecorded log: requester RELAYER (any address), outcome rejected."""
+    return {**LOG_PLACE, "topics": [decoder.topics("OutcomesRecorded")[0], topic(RELAYER), topic(1)],
+            "data": "0x" + encode(["address[]", "uint64[]"], [workers, counts]).hex()}
+
+
 def test_log_decoder_equals_event_decoder_then_event_row():
     abis = (artifacts.load("TaskEscrow").abi, artifacts.load("Reputation").abi)
     fast, reference = LogDecoder(5, *abis), EventDecoder(*abis)
@@ -73,9 +79,11 @@ def test_log_decoder_equals_event_decoder_then_event_row():
         submitted_log(reference, 2**64 - 1, 96, 0b1011 | 1 << 95, [*digests, digests[0]]),
         {**LOG_PLACE, "topics": [rejected, topic(9), topic(WORKER)],
          "data": "0x" + word(96) + word(2**95 + 9) + word(96) + word(len(reason)) + reason.hex().ljust(64 * 2, "0")},
+        outcomes_log(reference, [WORKER, RELAYER, WORKER], [2, 1, 2**63]),
     ]
     for log in logs:
         assert fast.row(log) == event_row(5, reference.decode(log))
+    assert fast.row(logs[2])["args"]["counts"] == [2, 1, str(2**63)]
     stored = fast.row(logs[0])
     assert stored["args"]["batchId"] == str(2**64 - 1) and stored["args"]["tasks"] == str(0b1011 | 1 << 95)
     assert stored["args"]["answerDigests"] == ["0x" + d.hex() for d in [*digests, digests[0]]]
@@ -148,6 +156,12 @@ def test_answers_submitted_whose_bitmap_and_digests_disagree_is_refused():
     with pytest.raises(ValueError, match="carries 2 digests"):  # the same rows read back on a reorg
         project(1, [row("AnswersSubmitted", 2, batchId=1, worker=WORKER, relayer=RELAYER, firstTask=0,
                         tasks=0b111, answerDigests=["0x" + d.hex() for d in digests])], {})
+
+
+def test_outcomes_recorded_whose_workers_and_counts_differ_is_refused():
+    decoder = LogDecoder(5, artifacts.load("Reputation").abi)
+    with pytest.raises(ValueError, match="names 2 workers but carries 1 counts"):
+        decoder.row(outcomes_log(decoder._decoder, [WORKER, RELAYER], [1]))
 
 
 class OneLogSource(LogSource):
@@ -309,9 +323,16 @@ def test_projection_of_settlements_and_claims():
     assert unknown.settlements and unknown.claims and not unknown.balances and not unknown.batch_deltas
 
 
+def test_one_outcomes_event_counts_each_worker_and_the_requester_by_the_sum():
+    changes = project(1, [row("OutcomesRecorded", 1, requester="0xR", outcome=1,
+                              workers=[WORKER, "0xW2", WORKER, "0xW3"], counts=[2, 1, 3, 0])], {})
+    assert changes.reputation == {WORKER: [0, 5, 0, 0, 0, 0], "0xW2": [0, 1, 0, 0, 0, 0],
+                                  "0xR": [0, 0, 0, 0, 6, 0]}  # no row for a count of 0
+
+
 def test_negated_accounts_undo_only_sums():
-    changes = project(1, [row("OutcomeRecorded", 1, worker=WORKER, requester="0xR", outcome=2,
-                              count=4)], {})
+    changes = project(1, [row("OutcomesRecorded", 1, requester="0xR", outcome=2, workers=[WORKER],
+                              counts=[4])], {})
     assert changes.reputation[WORKER][2] == 4 and changes.reputation["0xR"][5] == 4
     undo = changes.negated_accounts()
     assert undo.reputation[WORKER][2] == -4 and not undo.answers and not undo.batches

@@ -220,6 +220,15 @@ def accepted(tx):
     return [(who, task) for who, task, _ in submitted(tx)]
 
 
+def outcomes(tx) -> list[tuple[str, str, int, int]]:
+    """(worker, requester, outcome, count) of every entry of the Reputation's OutcomesRecorded
+    events of `tx` (one event per review call, one entry per run of a worker's sets), in order."""
+    if "OutcomesRecorded" not in tx.events:
+        return []
+    return [(worker, e["requester"], e["outcome"], count)
+            for e in tx.events["OutcomesRecorded"] for worker, count in zip(e["workers"], e["counts"])]
+
+
 def reviewed(tx, event: str) -> list[tuple[int, str, int]]:
     """(batchId, worker, taskIndex) of every answer the review events `event` of `tx` name, in
     emission order (AnswersApproved / AnswersRejected / AnswersReleased: a 96-task bitmap each)."""
@@ -319,6 +328,5 @@ def assert_money_invariant(escrow, token, holders, surplus=0):
     """The invariant of ITaskEscrow for one token, with `surplus` nobody is owed."""
     locked = locked_in_batches(escrow, token)
     owed_to_accounts = sum(escrow.balanceOf(str(token), h) for h in set(map(str, holders)))
-    owed = escrow.totalOwed(str(token))
-    assert owed == locked + owed_to_accounts, (owed, locked, owed_to_accounts)
-    assert token_balance(token, escrow) == owed + surplus
+    held = token_balance(token, escrow)
+    assert held == locked + owed_to_accounts + surplus, (held, locked, owed_to_accounts, surplus)

@@ -15,13 +15,20 @@ from __future__ import annotations
 
 import brownie
 import pytest
+from _helpers import outcomes, reviewed, sets, single, submitted  # noqa: F401  (re-exported for the tests importing from conftest)
 from brownie import Reputation, TaskEscrow, TestStablecoin, accounts, chain
 from eth_account import Account
 from eth_hash.auto import keccak
 
-from _helpers import reviewed, sets, single, submitted  # noqa: F401  (re-exported for the tests importing from conftest)
-
-from kempelen.protocol.signing import Answer, Domain, Withdrawal, answer_digest, permit_typed_data, sign, to_compact
+from kempelen.protocol.signing import (
+    Answer,
+    Domain,
+    Withdrawal,
+    answer_digest,
+    permit_typed_data,
+    sign,
+    to_compact,
+)
 
 USDC = 10**6  # one unit of the 6-decimal test stablecoin
 DAY = 86_400

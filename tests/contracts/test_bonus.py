@@ -1,14 +1,15 @@
 """bonus: the requester tips a worker from its own wallet, credited to the worker's balance."""
 
+from _helpers import token_balance
 from brownie import ZERO_ADDRESS
 from conftest import REASON_CID, USDC, reverts
 
 
 def test_bonus_in_eth(escrow, requester, eth_batch, workers):
-    owed = escrow.totalOwed(ZERO_ADDRESS)
+    owed = token_balance(ZERO_ADDRESS, escrow)
     tx = escrow.bonus(eth_batch, workers[0], 12345, REASON_CID, {"from": requester, "value": 12345})
     assert escrow.balanceOf(ZERO_ADDRESS, workers[0]) == 12345
-    assert escrow.totalOwed(ZERO_ADDRESS) == owed + 12345
+    assert token_balance(ZERO_ADDRESS, escrow) == owed + 12345
     assert dict(tx.events["BonusPaid"]) == {
         "batchId": eth_batch, "worker": workers[0], "amount": 12345, "reasonCid": "0x" + REASON_CID.hex(),
     }

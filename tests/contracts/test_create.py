@@ -2,6 +2,7 @@
 
 import brownie
 import pytest
+from _helpers import token_balance
 from brownie import ZERO_ADDRESS, chain
 from conftest import DAY, MANIFEST_CID, USDC, as_tuple, deposit_of, reverts, terms
 
@@ -15,7 +16,7 @@ def test_create_eth_batch_stores_terms_and_emits(escrow, requester):
     assert tx.return_value == 1
     assert escrow.batchCount() == 1
     assert escrow.balance() - before == deposit
-    assert escrow.totalOwed(ZERO_ADDRESS) == deposit
+    assert token_balance(ZERO_ADDRESS, escrow) == deposit
     assert escrow.batch(1).dict() == {
         "requester": requester, "deadline": t["deadline"], "reviewWindow": t["reviewWindow"],
         "answersPerTask": t["answersPerTask"], "token": ZERO_ADDRESS, "taskCount": t["taskCount"],
@@ -40,7 +41,7 @@ def test_create_erc20_batch_pulls_deposit(escrow, funded_requester, stablecoin):
 
     assert stablecoin.balanceOf(escrow) == deposit
     assert stablecoin.balanceOf(funded_requester) == before - deposit
-    assert escrow.totalOwed(stablecoin) == deposit
+    assert token_balance(stablecoin, escrow) == deposit
     assert escrow.batch(tx.return_value)["funds"] == deposit
     assert tx.events["BatchCreated"]["token"] == stablecoin
     assert tx.events["BatchCreated"]["deposit"] == deposit

@@ -1,5 +1,6 @@
 """extend: later deadline, more answers per task, optional top-up."""
 
+from _helpers import token_balance
 from brownie import ZERO_ADDRESS, chain
 from conftest import DAY, USDC, reverts
 
@@ -7,7 +8,7 @@ from conftest import DAY, USDC, reverts
 def test_extend_eth_batch(escrow, requester, eth_batch, workers, submit):
     batch = escrow.batch(eth_batch)
     new_deadline = batch["deadline"] + 2 * DAY
-    owed = escrow.totalOwed(ZERO_ADDRESS)
+    owed = token_balance(ZERO_ADDRESS, escrow)
     tx = escrow.extend(eth_batch, new_deadline, 3, 500, {"from": requester, "value": 500})
 
     assert dict(tx.events["BatchExtended"]) == {
@@ -15,7 +16,7 @@ def test_extend_eth_batch(escrow, requester, eth_batch, workers, submit):
     }
     after = escrow.batch(eth_batch)
     assert (after["deadline"], after["answersPerTask"], after["funds"]) == (new_deadline, 3, batch["funds"] + 500)
-    assert escrow.totalOwed(ZERO_ADDRESS) == owed + 500
+    assert token_balance(ZERO_ADDRESS, escrow) == owed + 500
     # a third answer per task is accepted now, and answers after the old deadline too
     submit([(workers[0], eth_batch, 0), (workers[1], eth_batch, 0)])
     chain.sleep(8 * DAY)

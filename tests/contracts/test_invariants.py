@@ -7,10 +7,10 @@ in several encodings (one set per worker and group as the SDK builds them, one s
 pick order, runs of picks; dishonest calls also repeat answers and send malformed sets), and the
 model predicts each review call exactly: its error (the first set that is malformed, names an
 answer not pending, or is outside its review window), or its events, set by set, and one
-reputation record per run of a worker's consecutive sets. After every step:
+reputation entry per run of a worker's consecutive sets. After every step:
 
 - the money invariant of ITaskEscrow, per token, from the chain alone: token balance of the
-  escrow == Σ batches (funds + pending × reward) + Σ balanceOf(token, account) == totalOwed,
+  escrow == Σ batches (funds + pending × reward) + Σ balanceOf(token, account) (+ what was forced in),
   plus a surplus that is zero unless ETH was forced in; and the same numbers from the model;
 - answer statuses, review deadlines and per-task answer counts equal the model's;
 - Reputation counters equal what the escrow's review events imply;
@@ -769,10 +769,11 @@ class EscrowModel:
             assert all(bytes(e["reasonCid"]) == REASON_CID for e in tx.events[name])
         other = {"AnswersApproved", "AnswersRejected", "AnswersReleased"} - {name}
         assert not any(e.name in other for e in tx.events), "another review event"
-        # Reputation: one record per run of one worker's consecutive sets, in order.
-        got = [(e["worker"], e["requester"], e["outcome"], e["count"]) for e in tx.events["OutcomeRecorded"]] \
-            if "OutcomeRecorded" in tx.events else []
-        assert got == [(who, b["requester"], outcome, count) for who, count in records], (got, records)
+        # Reputation: one record call, and one event, naming each run of a worker's consecutive sets.
+        events = tx.events["OutcomesRecorded"] if "OutcomesRecorded" in tx.events else []
+        got = [(e["requester"], e["outcome"], list(zip(e["workers"], e["counts"]))) for e in events]
+        want = [(b["requester"], outcome, [(who, count) for who, count in records])] if records else []
+        assert got == want, (got, want)
 
     def act_approve(self, st_ix, st_picks, st_honest, st_encoding):
         self._review(self.escrow.approve, 0, st_ix, st_picks, st_honest, st_encoding)
@@ -839,7 +840,6 @@ class EscrowModel:
         calls = [(escrow.batchCount, ())]
         calls += [(escrow.batch, (i,)) for i in batch_ids]
         calls += [(escrow.balanceOf, (t, a)) for t in tokens for a in seen]
-        calls += [(escrow.totalOwed, (t,)) for t in tokens]
         calls += [(self.usdc.balanceOf, (escrow.address,))]
         calls += [(escrow.answerStatus, k) for k in answer_keys]
         calls += [(escrow.taskAnswerCount, k) for k in count_keys]
@@ -870,7 +870,6 @@ class EscrowModel:
                 balance = next(results)
                 assert balance == self.balances.get((token, account), 0), (token, account)
                 held[token] += balance
-        owed = {token: next(results) for token in tokens}
         actual = {
             ETH: int(
                 web3.provider.make_request("eth_getBalance", [escrow.address, "latest"])["result"],
@@ -880,8 +879,7 @@ class EscrowModel:
         }
         for token in tokens:
             # The money invariant, from the chain alone; surplus only what the model forced in.
-            assert owed[token] == locked[token] + held[token], (token, owed, locked, held)
-            assert actual[token] == owed[token] + self.surplus[token], (token, actual, owed)
+            assert actual[token] == locked[token] + held[token] + self.surplus[token], (token, actual, locked, held)
 
         for key in answer_keys:
             state, review_deadline = next(results)

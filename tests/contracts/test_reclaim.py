@@ -1,5 +1,6 @@
 """reclaim: the requester takes back the unallocated deposit after the deadline."""
 
+from _helpers import token_balance
 from brownie import ZERO_ADDRESS, chain
 from conftest import DAY, REASON_CID, reverts, sets
 
@@ -12,7 +13,7 @@ def test_reclaim_refunds_exactly_the_unused_deposit(escrow, stablecoin, funded_r
     chain.sleep(8 * DAY)
 
     wallet = stablecoin.balanceOf(funded_requester)
-    owed = escrow.totalOwed(stablecoin)
+    owed = token_balance(stablecoin, escrow)
     # 8 slots paid for; 3 accepted (3 relay fees spent), 2 paid, 1 rejected (its reward returned)
     expected = batch["funds"] - 3 * batch["relayFee"] - 2 * batch["reward"]
     tx = escrow.reclaim(usdc_batch, {"from": funded_requester})
@@ -20,10 +21,10 @@ def test_reclaim_refunds_exactly_the_unused_deposit(escrow, stablecoin, funded_r
     assert tx.return_value == expected
     assert dict(tx.events["BatchReclaimed"]) == {"batchId": usdc_batch, "requester": funded_requester, "amount": expected}
     assert stablecoin.balanceOf(funded_requester) == wallet + expected
-    assert escrow.totalOwed(stablecoin) == owed - expected
+    assert token_balance(stablecoin, escrow) == owed - expected
     assert escrow.batch(usdc_batch)["funds"] == 0
     # what is left in the escrow is exactly what workers and the relay are owed
-    assert stablecoin.balanceOf(escrow) == escrow.totalOwed(stablecoin) == 2 * batch["reward"] + 3 * batch["relayFee"]
+    assert token_balance(stablecoin, escrow) == 2 * batch["reward"] + 3 * batch["relayFee"]
 
 
 def test_reclaim_eth(escrow, requester, eth_batch):
@@ -32,7 +33,7 @@ def test_reclaim_eth(escrow, requester, eth_batch):
     before = requester.balance()
     escrow.reclaim(eth_batch, {"from": requester, "gas_price": 0})
     assert requester.balance() == before + funds
-    assert escrow.totalOwed(ZERO_ADDRESS) == 0
+    assert token_balance(ZERO_ADDRESS, escrow) == 0
 
 
 def test_reclaim_errors(escrow, requester, outsider, eth_batch, workers, submit):

@@ -24,18 +24,21 @@ def test_set_escrow_errors(reputation, deployer, outsider):
 
 def test_record_only_from_escrows(reputation, deployer, outsider, requester, workers):
     with reverts("ReputationUnauthorizedEscrow", outsider):
-        reputation.record(workers[0], requester, APPROVED, 1, {"from": outsider})
+        reputation.record(requester, APPROVED, [workers[0]], [1], {"from": outsider})
     reputation.setEscrow(outsider, True, {"from": deployer})
-    tx = reputation.record(workers[0], requester, RELEASED, 4, {"from": outsider})
-    assert dict(tx.events["OutcomeRecorded"]) == {
-        "worker": workers[0], "requester": requester, "outcome": RELEASED, "count": 4,
-    }
-    reputation.record(workers[0], requester, APPROVED, 2, {"from": outsider})
-    reputation.record(workers[0], requester, REJECTED, 1, {"from": outsider})
+    tx = reputation.record(requester, RELEASED, [workers[0]], [4], {"from": outsider})
+    event = tx.events["OutcomesRecorded"]
+    assert (event["requester"], event["outcome"]) == (requester, RELEASED)
+    assert (list(event["workers"]), [int(c) for c in event["counts"]]) == ([workers[0]], [4])
+    reputation.record(requester, APPROVED, [workers[0], workers[1], workers[0]], [1, 3, 1], {"from": outsider})
+    reputation.record(requester, REJECTED, [workers[0]], [1], {"from": outsider})
     assert tuple(int(x) for x in reputation.workerRecord(workers[0])) == (2, 1, 4)
-    assert tuple(int(x) for x in reputation.requesterRecord(requester)) == (2, 1, 4)
+    assert tuple(int(x) for x in reputation.workerRecord(workers[1])) == (3, 0, 0)
+    assert tuple(int(x) for x in reputation.requesterRecord(requester)) == (5, 1, 4)
     assert reputation.score(workers[0]) == 6
     assert reputation.meets(workers[0], 6) and not reputation.meets(workers[0], 7)
+    with reverts("ReputationLengthMismatch", 2, 1):
+        reputation.record(requester, APPROVED, [workers[0], workers[1]], [1], {"from": outsider})
 
 
 def test_ownership_moves_in_two_steps(reputation, deployer, outsider):

@@ -3,6 +3,7 @@
 Review calls name answers by task sets (ITaskEscrow.TaskSet): one worker's answers in one group of
 96 tasks, task `firstTask + b` for every set bit b of `tasks`, as the review events name them."""
 
+from _helpers import outcomes, token_balance
 from brownie import ZERO_ADDRESS, chain
 from conftest import (
     DAY,
@@ -24,10 +25,6 @@ TASK_FULL = 7  # ITaskEscrow.SkipReason
 FULL_GROUP = 2**96 - 1
 
 
-def outcomes(tx):
-    return [(e["worker"], e["requester"], e["outcome"], e["count"]) for e in tx.events["OutcomeRecorded"]]
-
-
 def events(tx, name):
     """(worker, firstTask, tasks) of the `name` review events of `tx`, in emission order."""
     return [(e["worker"], e["firstTask"], e["tasks"]) for e in tx.events[name]] if name in tx.events else []
@@ -42,7 +39,7 @@ def test_approve_credits_workers_and_records_reputation(escrow, reputation, requ
     w0, w1 = by_address(workers[:2])
     entries = [(w0, eth_batch, 0), (w0, eth_batch, 1), (w1, eth_batch, 0)]
     submit(entries)
-    owed = escrow.totalOwed(ZERO_ADDRESS)
+    owed = token_balance(ZERO_ADDRESS, escrow)
     reward = escrow.batch(eth_batch)["reward"]
     tx = escrow.approve(eth_batch, sets(entries), {"from": requester})
 
@@ -56,7 +53,7 @@ def test_approve_credits_workers_and_records_reputation(escrow, reputation, requ
     assert escrow.balanceOf(ZERO_ADDRESS, w0) == 2 * reward
     assert escrow.balanceOf(ZERO_ADDRESS, w1) == reward
     assert escrow.batch(eth_batch)["pending"] == 0
-    assert escrow.totalOwed(ZERO_ADDRESS) == owed  # moved from the batch to the workers
+    assert token_balance(ZERO_ADDRESS, escrow) == owed  # moved from the batch to the workers
     assert status(escrow, eth_batch, w0, 1)[0] == PAID
     assert ints(reputation.workerRecord(w0)) == (2, 0, 0)
     assert ints(reputation.requesterRecord(requester)) == (3, 0, 0)
@@ -112,7 +109,7 @@ def test_reject_returns_reward_and_reopens_the_task(escrow, reputation, requeste
     w0, w1 = by_address(workers[:2])
     submit([(w0, eth_batch, 2), (w1, eth_batch, 2)])
     batch = escrow.batch(eth_batch)
-    owed = escrow.totalOwed(ZERO_ADDRESS)
+    owed = token_balance(ZERO_ADDRESS, escrow)
     tx = escrow.reject(eth_batch, sets([(w0, 2), (w1, 2)]), REASON_CID, {"from": requester})
 
     assert [dict(e) for e in tx.events["AnswersRejected"]] == [
@@ -127,7 +124,7 @@ def test_reject_returns_reward_and_reopens_the_task(escrow, reputation, requeste
     assert escrow.taskAnswerCount(eth_batch, 2) == 0
     assert status(escrow, eth_batch, w0, 2)[0] == REJECTED
     assert escrow.balanceOf(ZERO_ADDRESS, w0) == 0
-    assert escrow.totalOwed(ZERO_ADDRESS) == owed
+    assert token_balance(ZERO_ADDRESS, escrow) == owed
     assert ints(reputation.workerRecord(w0)) == (0, 1, 0)
     assert ints(reputation.requesterRecord(requester)) == (0, 2, 0)
 
@@ -341,7 +338,7 @@ def test_sets_of_one_worker_split_by_another_workers_set(escrow, reputation, req
     batch_id = new_batch(escrow, requester, taskCount=200, answersPerTask=2, deadline=chain.time() + 30 * DAY)
     w0, w1 = workers[:2]
     submit([(w0, batch_id, t) for t in (1, 2, 100, 150, 199)] + [(w1, batch_id, t) for t in (2, 3)])
-    reward, owed = escrow.batch(batch_id)["reward"], escrow.totalOwed(ZERO_ADDRESS)
+    reward, owed = escrow.batch(batch_id)["reward"], token_balance(ZERO_ADDRESS, escrow)
     task_sets = sets([(w0, 1), (w0, 2)]) + sets([(w1, 2), (w1, 3)]) + sets([(w0, 100), (w0, 150), (w0, 199)])
 
     tx = escrow.approve(batch_id, task_sets, {"from": requester})
@@ -351,7 +348,7 @@ def test_sets_of_one_worker_split_by_another_workers_set(escrow, reputation, req
     assert outcomes(tx) == [(w0, requester, APPROVED, 2), (w1, requester, APPROVED, 2), (w0, requester, APPROVED, 3)]
     assert escrow.balanceOf(ZERO_ADDRESS, w0) == 5 * reward
     assert escrow.balanceOf(ZERO_ADDRESS, w1) == 2 * reward
-    assert escrow.totalOwed(ZERO_ADDRESS) == owed
+    assert token_balance(ZERO_ADDRESS, escrow) == owed
     assert escrow.batch(batch_id)["pending"] == 0
     assert ints(reputation.workerRecord(w0)) == (5, 0, 0)
     assert ints(reputation.workerRecord(w1)) == (2, 0, 0)

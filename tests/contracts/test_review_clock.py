@@ -1,6 +1,7 @@
 """The review clock of a (worker, 96-task group): an answer whose window closed cannot be
 given a second window by a later answer of the same worker; it is released first."""
 
+from _helpers import outcomes, token_balance
 from brownie import ZERO_ADDRESS, chain
 from conftest import (
     DAY,
@@ -26,7 +27,7 @@ def test_a_later_answer_releases_overdue_answers_of_its_group(escrow, reputation
     submit([(worker, batch, 0), (worker, batch, 5)])
     submit([(worker, batch, 100)])  # another group: its clock is its own
     chain.sleep(3 * DAY + 60)
-    owed, pending = escrow.totalOwed(ZERO_ADDRESS), escrow.batch(batch)["pending"]
+    owed, pending = token_balance(ZERO_ADDRESS, escrow), escrow.batch(batch)["pending"]
     reward = escrow.batch(batch)["reward"]
 
     tx = submit([(worker, batch, 7)])
@@ -39,9 +40,8 @@ def test_a_later_answer_releases_overdue_answers_of_its_group(escrow, reputation
     assert [ints(status(escrow, batch, worker, t))[0] for t in (0, 5, 7, 100)] == [PAID, PAID, PENDING, PENDING]
     assert escrow.balanceOf(ZERO_ADDRESS, worker) == 2 * reward
     assert escrow.batch(batch)["pending"] == pending - 2 + 1
-    assert escrow.totalOwed(ZERO_ADDRESS) == owed  # moved from the batch to the worker, nothing created
-    assert [(e["worker"], e["outcome"], e["count"]) for e in tx.events["OutcomeRecorded"]] == [
-        (worker.address, RELEASED, 2)]
+    assert token_balance(ZERO_ADDRESS, escrow) == owed  # moved from the batch to the worker, nothing created
+    assert outcomes(tx) == [(worker.address, requester.address, RELEASED, 2)]
     assert ints(reputation.workerRecord(worker)) == (0, 0, 2)
     with reverts("EscrowAnswerNotPending", batch, worker, 0, PAID):  # no second window
         escrow.reject(batch, sets([(worker, 0)]), REASON_CID, {"from": requester})

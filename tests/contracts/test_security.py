@@ -16,6 +16,7 @@ from _helpers import (  # noqa: F401  (fixtures)
     deployment,
     deposit_of,
     fund_gas,
+    locked_in_batches,
     now,
     sets,
     signed_answer,
@@ -318,7 +319,7 @@ def test_fee_on_transfer_refused_on_create(deployment, fot):
     with brownie.reverts(expected):
         escrow.createBatch(batch_terms, {"from": d.requester})
     assert escrow.batchCount() == 0
-    assert escrow.totalOwed(fot) == 0
+    assert token_balance(fot, escrow) == 0
     assert fot.balanceOf(d.requester) == deposit
 
 
@@ -359,7 +360,7 @@ def test_fee_on_outgoing_transfer_keeps_books_exact(deployment, fot):
     _past(batch_field(escrow, batch_id, "deadline"))
     escrow.reclaim(batch_id, {"from": d.requester})
     escrow.withdraw(fot, {"from": d.relay})
-    assert escrow.totalOwed(fot) == 0
+    assert token_balance(fot, escrow) == 0
     assert fot.balanceOf(escrow) == 0
 
 
@@ -372,7 +373,7 @@ def test_forced_eth_is_surplus_and_escrow_keeps_working(deployment):
     forced = 7 * 10**17
     ForceSend.deploy(escrow, {"from": d.stranger, "value": forced})
     assert escrow.balance() == forced
-    assert escrow.totalOwed(ETH) == 0
+    assert locked_in_batches(escrow, ETH) == 0  # owed to nobody
     assert web3.eth.get_code(escrow.address) != b""  # not the escrow that self-destructed
 
     batch_terms = terms(reward=REWARD, relay_fee=RELAY_FEE, task_count=2, answers_per_task=1)
@@ -400,7 +401,7 @@ def test_forced_eth_is_surplus_and_escrow_keeps_working(deployment):
     # Nobody can withdraw the surplus: it is owed to no account.
     with brownie.reverts(f"EscrowNothingToWithdraw: {d.stranger.address.lower()}, {ETH}"):
         escrow.withdraw(ETH, {"from": d.stranger})
-    assert escrow.totalOwed(ETH) == 0
+    assert locked_in_batches(escrow, ETH) == 0
     assert escrow.balance() == forced
     assert_money_invariant(escrow, ETH, holders, surplus=forced)
 
@@ -417,7 +418,7 @@ def test_tokens_sent_directly_are_surplus(deployment):
     batch_id = _token_batch(d, usdc)
     usdc.mint(d.stranger, 999, {"from": d.stranger})
     usdc.transfer(escrow, 999, {"from": d.stranger})
-    owed = escrow.totalOwed(usdc)
+    owed = locked_in_batches(escrow, usdc)  # the batch's deposit; the 999 are owed to nobody
     assert owed == deposit_of(terms(token=usdc, reward=REWARD, relay_fee=RELAY_FEE))
     assert_money_invariant(escrow, usdc, _holders(d), surplus=999)
     _past(batch_field(escrow, batch_id, "deadline"))
@@ -641,9 +642,9 @@ def test_only_authorized_escrows_record_reputation(deployment):
     d = deployment
     w = d.workers[0]
     with brownie.reverts(f"ReputationUnauthorizedEscrow: {d.stranger.address.lower()}"):
-        d.reputation.record(w, d.requester, 0, 1000, {"from": d.stranger})
+        d.reputation.record(d.requester, 0, [w], [1000], {"from": d.stranger})
     with brownie.reverts(f"ReputationUnauthorizedEscrow: {d.requester.address.lower()}"):
-        d.reputation.record(w, d.requester, 0, 1000, {"from": d.requester})
+        d.reputation.record(d.requester, 0, [w], [1000], {"from": d.requester})
     with brownie.reverts(revert_pattern=r"OwnableUnauthorizedAccount: .*"):
         d.reputation.setEscrow(d.stranger, True, {"from": d.stranger})
     assert d.reputation.score(w) == 0

@@ -141,7 +141,7 @@ def test_usdc_settlement_claim_and_withdraw(deployment):
     batch_id = settled_batch(d.escrow, requester, token=d.usdc, reward=5_000, relay_fee=500)
     book = SettlementBook(d.escrow, batch_id, requester, 5_000)
     book.post([(d.workers[0], t) for t in range(10)], d.relay)
-    d.escrow.claim(*book.claim_args(d.workers[0]), {"from": d.stranger})
+    d.escrow.claimEarnings(*book.claim_args(d.workers[0]), {"from": d.stranger})
     assert d.escrow.balanceOf(d.usdc, d.workers[0]) == 50_000
     d.escrow.withdraw(d.usdc, {"from": d.relay})
     assert d.usdc.balanceOf(d.relay) == 5_000
@@ -315,7 +315,7 @@ def test_a_rejected_direct_answer_may_be_settled_and_is_paid_once(env):
     submit(d.escrow, d.relay, [signed_answer(d.escrow, w, batch_id, 9)])
     d.escrow.reject(batch_id, sets([(w, 9)]), REASON_CID, {"from": requester})
     book.post([(w, 9)], d.relay)
-    d.escrow.claim(*book.claim_args(w), {"from": d.relay})
+    d.escrow.claimEarnings(*book.claim_args(w), {"from": d.relay})
     assert d.escrow.balanceOf(ETH, w) == REWARD
     tx = submit(d.escrow, d.relay, [signed_answer(d.escrow, w, batch_id, 9)])
     assert skipped(tx) == [(w.address, 9, ALREADY_ANSWERED)]
@@ -346,14 +346,14 @@ def test_claim_credits_the_worker_once_per_settled_amount(env):
     d, requester, batch_id, book = env
     w0, w1 = d.workers[0], d.workers[1]
     book.post([(w0, 1), (w0, 2), (w1, 1)], d.relay)
-    tx = d.escrow.claim(*book.claim_args(w0), {"from": d.stranger})  # anyone may claim for w0
+    tx = d.escrow.claimEarnings(*book.claim_args(w0), {"from": d.stranger})  # anyone may claim for w0
     assert tx.return_value == 2 * REWARD
     assert dict(tx.events["EarningsClaimed"]) == {
         "batchId": batch_id, "worker": w0.address, "amount": 2 * REWARD, "cumulative": 2 * REWARD}
     assert d.escrow.balanceOf(ETH, w0) == 2 * REWARD
     assert tuple(d.escrow.earningsOf(batch_id, w0)) == (2 * REWARD, 2 * REWARD)
     with reverts("SettlementNothingToClaim", batch_id, w0.address, 2 * REWARD, 2 * REWARD):
-        d.escrow.claim(*book.claim_args(w0), {"from": d.stranger})
+        d.escrow.claimEarnings(*book.claim_args(w0), {"from": d.stranger})
     _invariant(d, requester, [batch_id])
 
     # Two more settlements; one claim collects both.
@@ -361,9 +361,9 @@ def test_claim_credits_the_worker_once_per_settled_amount(env):
     stale = book.claim_args(w0)
     book.post([(w0, 4), (w1, 4)], d.relay)
     with reverts("SettlementInvalidProof", batch_id, w0.address, 3 * REWARD):
-        d.escrow.claim(*stale, {"from": d.stranger})  # a proof against an older root
-    assert d.escrow.claim(*book.claim_args(w0), {"from": w0}).return_value == 2 * REWARD
-    assert d.escrow.claim(*book.claim_args(w1), {"from": w0}).return_value == 2 * REWARD
+        d.escrow.claimEarnings(*stale, {"from": d.stranger})  # a proof against an older root
+    assert d.escrow.claimEarnings(*book.claim_args(w0), {"from": w0}).return_value == 2 * REWARD
+    assert d.escrow.claimEarnings(*book.claim_args(w1), {"from": w0}).return_value == 2 * REWARD
     fund = 10**17
     d.owner.transfer(w0, fund)
     d.escrow.withdraw(ETH, {"from": w0})
@@ -394,13 +394,13 @@ def test_claim_refusals(env):
     d, requester, batch_id, book = env
     w0, w1 = d.workers[0], d.workers[1]
     with reverts("SettlementNoRoot", batch_id):
-        d.escrow.claim(batch_id, w0, REWARD, [], {"from": d.relay})
+        d.escrow.claimEarnings(batch_id, w0, REWARD, [], {"from": d.relay})
     book.post([(w0, 1)], d.relay)
     _, _, cumulative, proof = book.claim_args(w0)
     with reverts("SettlementInvalidProof", batch_id, w0.address, cumulative + REWARD):
-        d.escrow.claim(batch_id, w0, cumulative + REWARD, proof, {"from": d.relay})
+        d.escrow.claimEarnings(batch_id, w0, cumulative + REWARD, proof, {"from": d.relay})
     with reverts("SettlementInvalidProof", batch_id, w1.address, cumulative):
-        d.escrow.claim(batch_id, w1, cumulative, proof, {"from": d.relay})
+        d.escrow.claimEarnings(batch_id, w1, cumulative, proof, {"from": d.relay})
 
 
 def test_a_root_cannot_pay_a_worker_more_than_its_settled_answers(env):
@@ -410,8 +410,8 @@ def test_a_root_cannot_pay_a_worker_more_than_its_settled_answers(env):
     skewed = {w0.address: REWARD, w1.address: 3 * REWARD}  # w0 settled 3 answers, w1 one
     book.post([(w0, 1), (w0, 2), (w0, 3), (w1, 1)], d.relay, earnings=skewed)
     with reverts("SettlementClaimExceedsSettled", batch_id, w1.address, 3 * REWARD, REWARD):
-        d.escrow.claim(*book.claim_args(w1), {"from": d.relay})
-    assert d.escrow.claim(*book.claim_args(w0), {"from": d.relay}).return_value == REWARD
+        d.escrow.claimEarnings(*book.claim_args(w1), {"from": d.relay})
+    assert d.escrow.claimEarnings(*book.claim_args(w0), {"from": d.relay}).return_value == REWARD
     _invariant(d, requester, [batch_id])
 
 
@@ -420,7 +420,7 @@ def test_leaves_pay_whole_answers(env):
     w0 = d.workers[0]
     book.post([(w0, 1), (w0, 2)], d.relay, earnings={w0.address: REWARD + 1})
     with reverts("SettlementUnevenAmount", batch_id, REWARD + 1, REWARD):
-        d.escrow.claim(*book.claim_args(w0), {"from": d.relay})
+        d.escrow.claimEarnings(*book.claim_args(w0), {"from": d.relay})
 
 
 def test_proofs_from_the_standard_tree_verify_on_chain_for_every_worker(env):
@@ -429,7 +429,7 @@ def test_proofs_from_the_standard_tree_verify_on_chain_for_every_worker(env):
     book.post(answers, d.relay)
     assert earnings_tree(book.earnings()).root == book.tree.root
     for i, w in enumerate(d.workers):
-        assert d.escrow.claim(*book.claim_args(w), {"from": d.relay}).return_value == (i + 1) * REWARD
+        assert d.escrow.claimEarnings(*book.claim_args(w), {"from": d.relay}).return_value == (i + 1) * REWARD
     assert _invariant(d, requester, [batch_id]) == 0
 
 
@@ -442,5 +442,5 @@ def test_reclaim_leaves_the_claimable_pool_alone(env):
     d.escrow.reclaim(batch_id, {"from": requester})
     assert batch_field(d.escrow, batch_id, "funds") == 0
     assert _invariant(d, requester, [batch_id]) == REWARD
-    d.escrow.claim(*book.claim_args(w0), {"from": d.relay})
+    d.escrow.claimEarnings(*book.claim_args(w0), {"from": d.relay})
     assert _invariant(d, requester, [batch_id]) == 0

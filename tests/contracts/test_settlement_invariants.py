@@ -6,7 +6,7 @@ inflated), direct submissions (including answers already settled), approve / rej
 withdrawals and time passing, over an ETH and a stablecoin batch. After every step:
 
 - the money invariant of ISettlement per token, from the chain alone: token balance of the
-  escrow == totalOwed == Σ batches (funds + pending × reward) + Σ (settled − claimed) + Σ balances,
+  escrow == Σ batches (funds + pending × reward) + Σ (settled − claimed) + Σ balances,
   and the same numbers from the model;
 - no worker has claimed more than its settled answers earned, and no worker has settled answers
   it did not sign (every settled answer is one the relay holds a signature for);
@@ -157,14 +157,14 @@ class PathsModel:
         if not honest:  # an inflated amount with the real proof: refused
             args[2] += self.rewards[batch_id]
             with brownie.reverts(revert_pattern="Settlement(ClaimExceedsSettled|InvalidProof): .*"):
-                self.escrow.claim(*args, {"from": self.stranger})
+                self.escrow.claimEarnings(*args, {"from": self.stranger})
             return "inflated"
         already = self.claimed.get((batch_id, worker), 0)
         if earned == already:
             with brownie.reverts(revert_pattern="SettlementNothingToClaim: .*"):
-                self.escrow.claim(*args, {"from": self.stranger})
+                self.escrow.claimEarnings(*args, {"from": self.stranger})
             return "replay"
-        tx = self.escrow.claim(*args, {"from": self.stranger})
+        tx = self.escrow.claimEarnings(*args, {"from": self.stranger})
         assert tx.return_value == earned - already
         self.claimed[(batch_id, worker)] = earned
         self._credit(self.tokens[batch_id], worker, earned - already)
@@ -290,7 +290,6 @@ class PathsModel:
         calls = [(escrow.batch, (b,)) for b in self.batch_ids]
         calls += [(escrow.earningsOf, (b, w)) for b in self.batch_ids for w in people]
         calls += [(escrow.balanceOf, (t, a)) for t in tokens for a in people]
-        calls += [(escrow.totalOwed, (t,)) for t in tokens]
         calls += [(self.d.usdc.balanceOf, (escrow.address,))]
         calls += [(escrow.isSettled, k) for k in keys] + [(escrow.answerStatus, k) for k in keys]
         results = iter(batch_call(calls))
@@ -317,11 +316,9 @@ class PathsModel:
                 balance = next(results)
                 assert balance == self.balances.get((t, a), 0), (t, a)
                 held[t] += balance
-        owed = {t: next(results) for t in tokens}
         actual = {ETH: web3.eth.get_balance(escrow.address), self.d.usdc.address: next(results)}
         for t in tokens:
-            assert owed[t] == locked[t] + pools[t] + held[t], (t, owed, locked, pools, held)
-            assert actual[t] == owed[t], t
+            assert actual[t] == locked[t] + pools[t] + held[t], (t, actual, locked, pools, held)
         settled_flags = [next(results) for _ in keys]
         statuses = [next(results)[0] for _ in keys]
         for key, is_settled, state in zip(keys, settled_flags, statuses):

@@ -1,6 +1,7 @@
 """withdraw / withdrawFor: pull payments, and the gasless EIP-712 withdrawal a worker signs."""
 
 import brownie
+from _helpers import token_balance
 from brownie import ZERO_ADDRESS, chain
 from conftest import DAY, reverts, sets, sign_withdrawal
 
@@ -17,13 +18,13 @@ def test_withdraw_eth(escrow, requester, eth_batch, workers, submit):
     worker = workers[0]
     paid(escrow, requester, eth_batch, worker, submit, tasks=(0, 1))
     brownie.accounts[0].transfer(worker, 10**18)
-    owed, before = escrow.totalOwed(ZERO_ADDRESS), worker.balance()
+    owed, before = token_balance(ZERO_ADDRESS, escrow), worker.balance()
     tx = escrow.withdraw(ZERO_ADDRESS, {"from": worker, "gas_price": 0})
 
     assert tx.return_value == 2 * REWARD
     assert worker.balance() == before + 2 * REWARD
     assert escrow.balanceOf(ZERO_ADDRESS, worker) == 0
-    assert escrow.totalOwed(ZERO_ADDRESS) == owed - 2 * REWARD
+    assert token_balance(ZERO_ADDRESS, escrow) == owed - 2 * REWARD
     assert dict(tx.events["Withdrawn"]) == {"account": worker, "token": ZERO_ADDRESS, "amount": 2 * REWARD}
 
 
@@ -113,4 +114,3 @@ def test_balance_after_a_withdrawal_counts_from_zero(escrow, requester, eth_batc
     paid(escrow, requester, eth_batch, worker, submit, tasks=(1, 2))
     assert escrow.balanceOf(ZERO_ADDRESS, worker) == 2 * REWARD
     assert escrow.withdraw(ZERO_ADDRESS, {"from": worker}).return_value == 2 * REWARD
-    assert escrow.balance() == escrow.totalOwed(ZERO_ADDRESS)

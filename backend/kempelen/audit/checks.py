@@ -23,7 +23,7 @@ from kempelen.audit.replay import ReasonRef, Replay, SubmittedAnswer
 from kempelen.audit.scan import CalldataAnswer, ChainHistory, ChainState
 from kempelen.errors import InvalidCID
 from kempelen.protocol.cid import CID, raw_cid
-from kempelen.protocol.events import Event
+from kempelen.protocol.events import Event, recorded_outcomes
 from kempelen.protocol.manifest import BatchManifest, ManifestError
 from kempelen.protocol.signing import Answer, Domain, SignatureError, recover
 
@@ -48,7 +48,6 @@ def balance_sheet(replay: Replay, state: ChainState) -> tuple[dict[str, TokenTot
         totals.symbol, totals.decimals = state.token_meta.get(token, ("?", 18))
         totals.balance = state.balances.get(token, 0)
         totals.owed_replayed = owed[token]
-        totals.owed_onchain = state.owed.get(token)
         findings.extend(_token_findings(totals))
     findings.extend(_batch_findings(replay, state))
     findings.extend(_settlement_state_findings(replay, state))
@@ -74,9 +73,6 @@ def _token_findings(t: TokenTotals) -> list[Finding]:
     if t.surplus:
         findings.append(Finding(MONEY, "surplus", f"{_name(t.token)}: escrow holds {t.surplus} more than "
                                 f"its events put in ({flows}); owed to nobody, e.g. forced in", NOTICE))
-    if t.owed_onchain is not None and t.owed_onchain != t.owed_replayed:
-        findings.append(Finding(MONEY, "owed_mismatch", f"{_name(t.token)}: escrow's totalOwed is "
-                                f"{t.owed_onchain}, its events leave {t.owed_replayed} locked or owed"))
     return findings
 
 
@@ -303,15 +299,22 @@ def reputation_findings(history: ChainHistory, replay: Replay) -> list[Finding]:
     workers: Counter[tuple[str, int]] = Counter()
     requesters: Counter[tuple[str, int]] = Counter()
     escrow_txs: dict[str, Event] = {}
+    findings = []
     for e in history.events:
         if e.address == history.escrow:
             escrow_txs.setdefault(e.transaction_hash, e)
-        elif e.name == "OutcomeRecorded":
-            key = (e.args["worker"], e.args["requester"], e.args["outcome"])
-            recorded[e.transaction_hash][key] += e.args["count"]
-            workers[(e.args["worker"], e.args["outcome"])] += e.args["count"]
-            requesters[(e.args["requester"], e.args["outcome"])] += e.args["count"]
-    findings = []
+        elif e.name == "OutcomesRecorded":
+            requester, outcome = e.args["requester"], e.args["outcome"]
+            try:
+                entries = recorded_outcomes(e.args)
+            except ValueError as exc:
+                findings.append(Finding(REPUTATION, "outcome_mismatch", f"{exc}: which outcomes it recorded "
+                                        "cannot be told", block=e.block_number, tx=e.transaction_hash))
+                continue
+            for worker, count in entries:
+                recorded[e.transaction_hash][(worker, requester, outcome)] += count
+                workers[(worker, outcome)] += count
+                requesters[(requester, outcome)] += count
     for tx, first in escrow_txs.items():
         expected, got = replay.outcomes.get(tx, Counter()), recorded.get(tx, Counter())
         for key in sorted(set(expected) | set(got)):

@@ -73,7 +73,6 @@ class TokenTotals:
     claimed: int = 0  # EarningsClaimed: from the pools to workers (part of paid_to_workers)
     balance: int = 0  # the escrow's balance at the audited block
     owed_replayed: int = 0  # locked in batches + account balances, from the replay
-    owed_onchain: int | None = None  # the contract's own totalOwed(token), if it has one
 
     @property
     def expected_balance(self) -> int:

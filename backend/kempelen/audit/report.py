@@ -10,7 +10,7 @@ from rich.table import Table
 
 from kempelen.audit.model import CHECKS, DISCREPANCY, AuditReport, TokenTotals
 
-SCHEMA_ID = "kempelen/audit-report/1"
+SCHEMA_ID = "kempelen/audit-report/2"
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
 SHOWN_FINDINGS = 12
 
@@ -75,7 +75,6 @@ def _token_json(t: TokenTotals) -> dict:
         **{name: str(getattr(t, name)) for name in (
             "deposited", "topped_up", "bonuses", "withdrawn", "reclaimed", "paid_to_workers", "relay_fees",
             "balance", "expected_balance", "surplus", "deficit", "owed_replayed", "settled", "claimed")},
-        "owed_onchain": None if t.owed_onchain is None else str(t.owed_onchain),
     }
 
 

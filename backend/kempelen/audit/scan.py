@@ -40,7 +40,6 @@ class ChainState:
     """What the contracts say at the audited block; None where a read is not supported."""
 
     balances: dict[str, int] = field(default_factory=dict)  # token -> escrow's balance
-    owed: dict[str, int | None] = field(default_factory=dict)  # token -> totalOwed(token)
     batches: dict[int, tuple[int, int] | None] = field(default_factory=dict)  # id -> (funds, pending)
     # ISettlement, for batches with settlements: id -> settlementOf (sequence, root, cumulativeTotal),
     # and (batch, worker) -> earningsOf (settled, claimed) for every worker settled or claiming.
@@ -239,7 +238,6 @@ class Scanner:
             calls.append(("eth_call", [{"to": to, "data": call_data(signature, types, args)}, hex(block)]))
 
         for token in sorted(tokens):
-            eth_call(("owed", token), self.escrow, "totalOwed(address)", ["address"], [token])
             if token != ETH:
                 eth_call(("balance", token), token, "balanceOf(address)", ["address"], [self.escrow])
                 eth_call(("symbol", token), token, "symbol()", [], [])
@@ -256,8 +254,8 @@ class Scanner:
             eth_call(("account", token, account), self.escrow, "balanceOf(address,address)",
                      ["address", "address"], [token, account])
         if reputation:
-            rep_events = [e for e in events if e.address == reputation and e.name == "OutcomeRecorded"]
-            for worker in sorted({e.args["worker"] for e in rep_events}):
+            rep_events = [e for e in events if e.address == reputation and e.name == "OutcomesRecorded"]
+            for worker in sorted({worker for e in rep_events for worker in e.args["workers"]}):
                 eth_call(("worker", worker), reputation, "workerRecord(address)", ["address"], [worker])
             for requester in sorted({e.args["requester"] for e in rep_events}):
                 eth_call(("requester", requester), reputation, "requesterRecord(address)", ["address"], [requester])
@@ -307,9 +305,7 @@ def _store_state(state: ChainState, key: tuple, result) -> None:
     kind = key[0]
     ok = isinstance(result, str) and len(result) > 2
     try:
-        if kind == "owed":
-            state.owed[key[1]] = decode_result(["uint256"], result)[0] if ok else None
-        elif kind == "balance":
+        if kind == "balance":
             state.balances[key[1]] = decode_result(["uint256"], result)[0] if ok else 0
         elif kind == "symbol":
             symbol = decode_result(["string"], result)[0] if ok else "?"

@@ -7,7 +7,7 @@ JSON-safe row form the `chain_events` table stores.
 from __future__ import annotations
 
 from kempelen.indexer.projection import event_row
-from kempelen.protocol.events import EventDecoder, submitted_answers
+from kempelen.protocol.events import EventDecoder, recorded_outcomes, submitted_answers
 
 
 class LogDecoder:
@@ -20,13 +20,16 @@ class LogDecoder:
     def row(self, log: dict) -> dict | None:
         """The row of one raw JSON-RPC log; None for an event these ABIs do not declare.
 
-        Raises ValueError for a log that does not decode, and for an AnswersSubmitted whose task
-        bitmap and digests disagree: its answers cannot be told, so it is refused like any
-        undecodable log (the runner stops with its position) rather than stored half-understood.
+        Raises ValueError for a log that does not decode, for an AnswersSubmitted whose task
+        bitmap and digests disagree, and for an OutcomesRecorded whose workers and counts differ
+        in length: its answers or outcomes cannot be told, so it is refused like any undecodable
+        log (the runner stops with its position) rather than stored half-understood.
         """
         event = self._decoder.decode(log)
         if event is None:
             return None
         if event.name == "AnswersSubmitted":
             submitted_answers(event.args)
+        elif event.name == "OutcomesRecorded":
+            recorded_outcomes(event.args)
         return event_row(self.chain_id, event)

@@ -14,7 +14,13 @@ from typing import Any
 
 from kempelen.errors import InvalidCID
 from kempelen.protocol.cid import CID, raw_cid
-from kempelen.protocol.events import REVIEW_OUTCOMES, Event, reviewed_tasks, submitted_answers
+from kempelen.protocol.events import (
+    REVIEW_OUTCOMES,
+    Event,
+    recorded_outcomes,
+    reviewed_tasks,
+    submitted_answers,
+)
 from kempelen.protocol.signing import SettledWord
 
 # JSON numbers above 2**53 lose precision in JavaScript and in some JSON readers.
@@ -152,6 +158,12 @@ class Projector:
             return  # no row for nothing, so undoing a run can drop rows that fall back to zero
         entry = self.changes.balances.setdefault((token, account), [0, 0])
         entry[column] += amount
+
+    def _tally(self, account: str, counter: str, count: int) -> None:
+        if count == 0:
+            return  # no row for nothing, as for balances
+        counters = self.changes.reputation.setdefault(account, [0] * len(REPUTATION_COUNTERS))
+        counters[REPUTATION_COUNTERS.index(counter)] += count
 
     # -- handlers --------------------------------------------------------------
 
@@ -304,14 +316,13 @@ class Projector:
     def withdrawn(self, row: dict, args: dict) -> None:
         self._credit(args["token"], args["account"], int(args["amount"]), column=1)
 
-    def outcome_recorded(self, row: dict, args: dict) -> None:
-        count = int(args["count"])
-        if count == 0:
-            return
+    def outcomes_recorded(self, row: dict, args: dict) -> None:
+        """One review call: each worker's counter rises by its counts, the requester's by their sum."""
         outcome = _OUTCOMES[int(args["outcome"])]
-        for role, address in (("worker", args["worker"]), ("requester", args["requester"])):
-            counters = self.changes.reputation.setdefault(address, [0] * len(REPUTATION_COUNTERS))
-            counters[REPUTATION_COUNTERS.index(f"{role}_{outcome}")] += count
+        entries = recorded_outcomes(args)
+        for worker, count in entries:
+            self._tally(worker, f"worker_{outcome}", count)
+        self._tally(args["requester"], f"requester_{outcome}", sum(count for _, count in entries))
 
 
 _HANDLERS = {
@@ -328,7 +339,7 @@ _HANDLERS = {
     "SettlementPosted": Projector.settlement_posted,
     "AnswersSettled": Projector.answers_settled,
     "EarningsClaimed": Projector.earnings_claimed,
-    "OutcomeRecorded": Projector.outcome_recorded,
+    "OutcomesRecorded": Projector.outcomes_recorded,
 }
 
 

@@ -184,6 +184,16 @@ def submitted_answers(args: dict) -> list[tuple[int, Any]]:
     return list(zip(tasks, digests))
 
 
+def recorded_outcomes(args: dict) -> list[tuple[Any, int]]:
+    """(worker, count) of each entry an OutcomesRecorded event's args name: counts[i] answers of
+    workers[i], one review call's with one requester (a worker may recur). Args as decoded or as
+    stored. Raises ValueError when the two arrays differ in length."""
+    workers, counts = list(args["workers"]), list(args["counts"])
+    if len(workers) != len(counts):
+        raise ValueError(f"OutcomesRecorded names {len(workers)} workers but carries {len(counts)} counts")
+    return [(worker, int(count)) for worker, count in zip(workers, counts)]
+
+
 def reviewed_tasks(args: dict) -> list[int]:
     """The task indexes a review event's args name, ascending (args as decoded or as stored)."""
     return set_tasks(int(args["firstTask"]), int(args["tasks"]))
