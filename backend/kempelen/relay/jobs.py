@@ -3,11 +3,14 @@
 The API checks a request (signature, manifest, a dry run against the escrow) and queues its
 calldata here; the submitter sends it with the relayer key beside its answer packs, so one
 process owns the key's nonces. Lifecycle: queued -> sent (tx_hash) -> mined | failed (error).
+Queued claims of several workers may share one claimMany transaction (relay/settlement.py
+merge_claims): each keeps its own job, and every job names the transaction that carries it.
 Every function takes an open Session or Connection and never commits.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import insert, select, update
@@ -61,21 +64,39 @@ def next_queued(db, chain_id: int) -> Job | None:
     return _job(row) if row else None
 
 
-def mark_sent(db, job_id: int, tx_hash: str) -> None:
-    db.execute(update(jobs).where(jobs.c.id == job_id).values(status="sent", tx_hash=tx_hash))
+def queued_claims(db, chain_id: int, limit: int = 1000) -> list[Job]:
+    """Queued claim jobs, oldest first: candidates to share one claimMany."""
+    rows = db.execute(select(jobs).where(jobs.c.chain_id == chain_id, jobs.c.status == "queued",
+                                         jobs.c.kind == "claim").order_by(jobs.c.id).limit(limit))
+    return [_job(row) for row in rows]
 
 
-def mark_done(db, job_id: int, status: str, *, block_number: int | None = None, tx_hash: str | None = None,
-              error: str | None = None) -> None:
+def sent_in(db, tx_hashes: Sequence[str]) -> list[Job]:
+    """The jobs sent in any of these transactions (one nonce's transaction and its replacements)."""
+    rows = db.execute(select(jobs).where(jobs.c.status == "sent", jobs.c.tx_hash.in_(list(tx_hashes)))
+                      .order_by(jobs.c.id))
+    return [_job(row) for row in rows]
+
+
+def _ids(job_ids: int | Sequence[int]) -> list[int]:
+    return [job_ids] if isinstance(job_ids, int) else list(job_ids)
+
+
+def mark_sent(db, job_ids: int | Sequence[int], tx_hash: str) -> None:
+    db.execute(update(jobs).where(jobs.c.id.in_(_ids(job_ids))).values(status="sent", tx_hash=tx_hash))
+
+
+def mark_done(db, job_ids: int | Sequence[int], status: str, *, block_number: int | None = None,
+              tx_hash: str | None = None, error: str | None = None) -> None:
     values = {"status": status, "block_number": block_number, "error": error[:300] if error else None}
     if tx_hash is not None:
         values["tx_hash"] = tx_hash
-    db.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+    db.execute(update(jobs).where(jobs.c.id.in_(_ids(job_ids))).values(**values))
 
 
-def requeue(db, job_id: int) -> None:
-    """Back to the queue: no transaction of ours will ever carry it (dropped, refused)."""
-    db.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == "sent")
+def requeue(db, job_ids: int | Sequence[int]) -> None:
+    """Back to the queue: no transaction of ours will ever carry them (dropped, refused)."""
+    db.execute(update(jobs).where(jobs.c.id.in_(_ids(job_ids)), jobs.c.status == "sent")
                .values(status="queued", tx_hash=None))
 
 

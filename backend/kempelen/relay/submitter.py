@@ -33,7 +33,7 @@ from kempelen.relay.packing import (
 from kempelen.relay.receipts import ALREADY_ANSWERED, AnswerOutcome, escrow_decoder, outcomes
 from kempelen.relay.reconcile import chain_fate, resolve_orphans
 from kempelen.relay.relayer import Broadcast, PackReverts, Receipt, Relayer, SignedTx
-from kempelen.relay.settlement import settled_answers, settled_in_receipt
+from kempelen.relay.settlement import merge_claims, settled_answers, settled_in_receipt
 
 log = logging.getLogger("kempelen.relay.submitter")
 
@@ -168,7 +168,7 @@ class Submitter:
                 outbox.skip(conn, answer.id, reason)
         return kept
 
-    def _broadcast_new(self, signed: SignedTx, answer_ids: list[int], job_id: int | None = None) -> None:
+    def _broadcast_new(self, signed: SignedTx, answer_ids: list[int], job_ids: Sequence[int] = ()) -> None:
         outcome, message = self.relayer.broadcast(signed.raw)
         if outcome in (Broadcast.SENT, Broadcast.UNREACHABLE):
             # Unreachable: the node may have it; following the transaction will tell.
@@ -178,8 +178,8 @@ class Submitter:
         with self.engine.begin() as conn:
             outbox.set_transaction_status(conn, [signed.tx_hash], "dropped")
             outbox.requeue(conn, answer_ids, from_txs=[signed.tx_hash])
-            if job_id is not None:
-                jobs.requeue(conn, job_id)
+            if job_ids:
+                jobs.requeue(conn, job_ids)
         if outcome in (Broadcast.NONCE_USED, Broadcast.UNDERPRICED):
             resynced = self.nonces.resync()
             log.warning("nonce %d is taken (%s): re-synced to %d", signed.nonce, message, resynced)
@@ -225,8 +225,7 @@ class Submitter:
         if nonce < mined_count and self._nonce_taken_by_another(nonce, group):
             with self.engine.begin() as conn:
                 outbox.set_transaction_status(conn, [tx.tx_hash for tx in group], "dropped")
-                for job_id in {tx.job_id for tx in group if tx.job_id is not None}:
-                    jobs.requeue(conn, job_id)
+                jobs.requeue(conn, [job.id for job in jobs.sent_in(conn, [tx.tx_hash for tx in group])])
             log.warning("nonce %d was used by a transaction not ours: %d answers to reconcile",
                         nonce, len(group[-1].answer_ids))
             resolve_orphans(self.engine, self.relayer, self.chain_id)
@@ -264,9 +263,10 @@ class Submitter:
         """Re-sign a stuck transaction's pack at the same nonce with fees raised by at least 12.5%."""
         with self.engine.connect() as conn:
             pack = order_for_gas(outbox.answers_by_id(conn, stuck.answer_ids))
-            job = jobs.get(conn, stuck.job_id) if stuck.job_id is not None else None
-        if job is not None:
-            calldata = job.calldata
+            carried = jobs.sent_in(conn, [stuck.tx_hash]) if stuck.job_id is not None else []
+        job_ids = [job.id for job in carried]
+        if carried:
+            calldata = carried[0].calldata if len(carried) == 1 else merge_claims(carried)[1]
         else:
             calldata = submit_calldata(pack, compact=self.config.policy.compact_signatures)
         fees = stuck.fees.bumped(at_least=self.relayer.suggest_fees())
@@ -276,8 +276,8 @@ class Submitter:
         with self.engine.begin() as conn:
             outbox.record_transaction(conn, self.chain_id, signed, ids, replaces=stuck.tx_hash,
                                       job_id=stuck.job_id)
-            if job is not None:
-                jobs.mark_sent(conn, job.id, signed.tx_hash)
+            if job_ids:
+                jobs.mark_sent(conn, job_ids, signed.tx_hash)
         outcome, message = self.relayer.broadcast(signed.raw)
         log.warning("replaced stuck %s with %s (nonce %d, max fee %d): %s", stuck.tx_hash,
                     signed.tx_hash, stuck.nonce, fees.price_cap, message)
@@ -286,8 +286,8 @@ class Submitter:
         with self.engine.begin() as conn:
             outbox.set_transaction_status(conn, [signed.tx_hash], "dropped")
             outbox.repoint(conn, ids, signed.tx_hash, stuck.tx_hash)
-            if job is not None:
-                jobs.mark_sent(conn, job.id, stuck.tx_hash)
+            if job_ids:
+                jobs.mark_sent(conn, job_ids, stuck.tx_hash)
 
     def settle(self, tx: outbox.TxRecord, receipt: Receipt, siblings: list[str]) -> None:
         """Write what a mined transaction did to each of its answers."""
@@ -356,44 +356,67 @@ class Submitter:
                          batch_id, settled, released)
 
     def send_job(self) -> bool:
-        """Send the oldest queued settle/claim job; True if one was taken (sent or failed)."""
+        """Send the oldest queued settle/claim job, a claim with every queued claim that can share
+        its claimMany (relay/settlement.py merge_claims); True if one was taken (sent or failed)."""
         with self.engine.connect() as conn:
             job = jobs.next_queued(conn, self.chain_id)
+            queued = jobs.queued_claims(conn, self.chain_id) if job is not None and job.kind == "claim" else []
         if job is None:
             return False
+        group, calldata, gas = self._job_transaction(job, queued)
+        if not group:
+            return True
+        ids = [j.id for j in group]
+        nonce = self.nonces.take()
+        signed = self.relayer.sign(calldata, nonce, gas, self.relayer.suggest_fees())
         try:
-            gas = self.relayer.estimate_gas(job.calldata)
+            with self.engine.begin() as conn:
+                outbox.record_transaction(conn, self.chain_id, signed, [], job_id=job.id)
+                jobs.mark_sent(conn, ids, signed.tx_hash)
+        except Exception:
+            self.nonces.give_back(nonce)
+            raise
+        self._broadcast_new(signed, [], job_ids=ids)
+        return True
+
+    def _job_transaction(self, job: jobs.Job, queued: list[jobs.Job]) -> tuple[list[jobs.Job], bytes, int]:
+        """The jobs one transaction carries, its calldata and gas: queued claims merged if the
+        merge does not revert, else the job alone; no jobs if the job alone would revert (failed)."""
+        group, merged = merge_claims(queued) if len(queued) > 1 else ([], b"")
+        if len(group) > 1 and group[0].id == job.id:
+            try:
+                return group, merged, self.relayer.estimate_gas(merged)
+            except PackReverts as exc:
+                log.info("%d claim jobs would revert together (%s): job %d goes alone", len(group), exc, job.id)
+        try:
+            return [job], job.calldata, self.relayer.estimate_gas(job.calldata)
         except PackReverts as exc:
             log.warning("relayed %s job %d would revert: %s", job.kind, job.id, exc)
             with self.engine.begin() as conn:
                 jobs.mark_done(conn, job.id, "failed", error=str(exc))
-            return True
-        nonce = self.nonces.take()
-        signed = self.relayer.sign(job.calldata, nonce, gas, self.relayer.suggest_fees())
-        try:
-            with self.engine.begin() as conn:
-                outbox.record_transaction(conn, self.chain_id, signed, [], job_id=job.id)
-                jobs.mark_sent(conn, job.id, signed.tx_hash)
-        except Exception:
-            self.nonces.give_back(nonce)
-            raise
-        self._broadcast_new(signed, [], job_id=job.id)
-        return True
+            return [], b"", 0
 
     def finish_job(self, tx: outbox.TxRecord, receipt: Receipt, siblings: list[str]) -> None:
-        """A relayed settle/claim was mined: record it, and mark the answers a settlement paid."""
+        """A relayed settle/claim was mined: record it for every job it carried, and mark the
+        answers a settlement paid."""
         with self.engine.connect() as conn:
             job = jobs.get(conn, tx.job_id)
+            carried = {tx.job_id} | {j.id for j in jobs.sent_in(conn, [tx.tx_hash, *siblings])}
         paid = settled_in_receipt(receipt, self.relayer.escrow, tx.tx_hash) if receipt.status == 1 else {}
         with self.engine.begin() as conn:
             outbox.set_transaction_status(conn, [tx.tx_hash], "mined" if receipt.status == 1 else "failed",
                                           receipt.block_number)
             outbox.set_transaction_status(conn, siblings, "replaced")
             if receipt.status == 1:
-                jobs.mark_done(conn, tx.job_id, "mined", block_number=receipt.block_number, tx_hash=tx.tx_hash)
+                jobs.mark_done(conn, sorted(carried), "mined", block_number=receipt.block_number, tx_hash=tx.tx_hash)
+            elif len(carried) > 1:
+                # Merged claims the chain changed under (one was claimed meanwhile): each is
+                # tried again, and one that now reverts on its own fails alone.
+                log.warning("claimMany %s of %d jobs reverted: requeued", tx.tx_hash, len(carried))
+                jobs.requeue(conn, sorted(carried))
             else:
-                jobs.mark_done(conn, tx.job_id, "failed", block_number=receipt.block_number, tx_hash=tx.tx_hash,
-                               error="the transaction reverted")
+                jobs.mark_done(conn, sorted(carried), "failed", block_number=receipt.block_number,
+                               tx_hash=tx.tx_hash, error="the transaction reverted")
             if job is not None and job.kind == "settle" and job.batch_id is not None:
                 outbox.mark_settled(conn, self.chain_id, job.batch_id, paid)
 
