@@ -3,9 +3,10 @@
 web3.py's event decoding runs ~2,000 logs/s and eth-abi alone ~30 us a call; the indexer and
 the auditor decode hundreds of thousands of logs. Events whose fields are all one 32-byte word
 (most of ours) are sliced straight from the hex, and checksummed addresses are memoized
-(workers and relays recur on every page of logs); anything else goes through eth-abi, and
-comes out as web3.py gives it: addresses checksummed, structs (tuples) as dicts by field name,
-arrays as lists.
+(workers and relays recur on every page of logs); so are `bytes` and arrays of one-word items
+(AnswersSubmitted's digests, OutcomesRecorded's workers and counts) where the data is exactly
+what eth-abi would accept. Anything else goes through eth-abi, and comes out as web3.py gives
+it: addresses checksummed, structs (tuples) as dicts by field name, arrays as lists.
 """
 
 from __future__ import annotations
@@ -104,8 +105,43 @@ def _value_reader(param: dict) -> Callable[[Any], Any]:
     return lambda value: _python_value(kind, value)
 
 
+def _tail_reader(kind: str) -> Callable[[str, int, int], Any] | None:
+    """Reader of a dynamic value (`bytes`, or an array of one-word items) from the data's hex
+    digits at word `start` (its length word); None for any other type. Returns _MALFORMED for
+    anything eth-abi might read otherwise (overrun, dirty padding, out-of-range item): such
+    data goes through eth-abi, which decides."""
+    if kind == "bytes":
+        def read_bytes(raw: str, start: int, words: int) -> Any:
+            size = int(raw[64 * start: 64 * start + 64], 16)
+            body = raw[64 * start + 64: 64 * start + 64 + 64 * (-(-size // 32))]
+            if len(body) != 64 * (-(-size // 32)) or body[2 * size:].strip("0"):
+                return _MALFORMED
+            return bytes.fromhex(body[: 2 * size])
+        return read_bytes
+    if not kind.endswith("[]"):
+        return None
+    inner = kind[:-2]
+    read_item = _word_reader(inner)
+    if read_item is None or inner == "bool" or (inner.startswith("bytes") and inner != "bytes32"):
+        return None  # items eth-abi checks beyond their range (0/1, right padding): its call
+    clean = (lambda word: not word[:24].strip("0")) if inner == "address" else (lambda word: True)
+
+    def read_array(raw: str, start: int, words: int) -> Any:
+        count = int(raw[64 * start: 64 * start + 64], 16)
+        if start + 1 + count > words:
+            return _MALFORMED
+        items = [raw[64 * (start + 1 + j): 64 * (start + 2 + j)] for j in range(count)]
+        if not all(map(clean, items)):
+            return _MALFORMED
+        return [read_item(item) for item in items]
+    return read_array
+
+
+_MALFORMED = object()
+
+
 class _EventSpec:
-    __slots__ = ("name", "topics", "data_names", "data_types", "data_words", "data_readers")
+    __slots__ = ("name", "topics", "data_names", "data_types", "data_words", "data_readers", "data_layout")
 
     def __init__(self, entry: dict):
         self.name = entry["name"]
@@ -118,15 +154,46 @@ class _EventSpec:
         readers = [_word_reader(t) for t in self.data_types]
         self.data_words = list(zip(self.data_names, readers)) if all(readers) else None
         self.data_readers = [_value_reader(i) for i in plain]
+        # Head words and dynamic tails of one-word items (AnswersSubmitted's digests,
+        # OutcomesRecorded's arrays, reason CIDs), sliced from the hex like the all-word events.
+        layout = [(name, _word_reader(t), _tail_reader(t)) for name, t in zip(self.data_names, self.data_types)]
+        self.data_layout = layout if all(word or tail for _, word, tail in layout) else None
 
     def read_data(self, data: str, args: dict) -> None:
         if self.data_words is not None and len(data) == 2 + 64 * len(self.data_words):
             for i, (name, read) in enumerate(self.data_words):
                 args[name] = read(data[2 + 64 * i: 66 + 64 * i])
             return
+        if self.data_layout is not None and self._read_layout(data[2:], args):
+            return
         values = abi_decode(self.data_types, bytes.fromhex(data[2:]))
         for name, read, value in zip(self.data_names, self.data_readers, values):
             args[name] = read(value)
+
+
+    def _read_layout(self, raw: str, args: dict) -> bool:
+        """Heads and tails straight from the hex; False (args untouched) where eth-abi must decide."""
+        words = len(raw) // 64
+        if len(raw) % 64 or words < len(self.data_layout):
+            return False
+        values = {}
+        try:
+            for i, (name, read_word, read_tail) in enumerate(self.data_layout):
+                head = raw[64 * i: 64 * i + 64]
+                if read_word is not None:
+                    values[name] = read_word(head)
+                    continue
+                offset = int(head, 16)
+                if offset % 32 or offset // 32 >= words:
+                    return False
+                value = read_tail(raw, offset // 32, words)
+                if value is _MALFORMED:
+                    return False
+                values[name] = value
+        except ValueError:
+            return False
+        args.update(values)
+        return True
 
 
 class EventDecoder:
