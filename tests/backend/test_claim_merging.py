@@ -8,6 +8,7 @@ import time
 
 import pytest
 from _audit_history import History, address
+from eth_account import Account
 from sqlalchemy import select
 
 from kempelen.db import make_engine, migrate
@@ -17,7 +18,12 @@ from kempelen.relay import jobs
 from kempelen.relay.models import RelayJob
 from kempelen.relay.packing import PackingPolicy
 from kempelen.relay.relayer import Relayer
-from kempelen.relay.settlement import MAX_MERGED_CLAIMS, claim_many_calldata, claims_of, merge_claims
+from kempelen.relay.settlement import (
+    MAX_MERGED_CLAIMS,
+    claim_many_calldata,
+    claims_of,
+    merge_claims,
+)
 from kempelen.relay.submitter import Submitter, SubmitterConfig
 
 RELAYER, REQUESTER, WORKERS = 8, 1, (4, 5, 6, 7)
@@ -95,6 +101,36 @@ def test_a_claim_that_reverts_fails_alone(chain, keys, settled, submitter):
     assert chain.escrow.functions.earningsOf(batch_id, address(keys[bad])).call() == [2 * REWARD, 0]
     with submitter.engine.connect() as conn:
         assert conn.execute(select(RelayJob.__table__.c.status)).scalars().all().count("queued") == 0
+
+
+def test_a_merged_claim_the_chain_reverts_is_requeued_claim_by_claim(chain, keys, settled, submitter):
+    """A worker's own claim lands first (higher fee, same block): the merged claimMany reverts
+    once mined; its claims are tried again, and only the one already claimed fails."""
+    h, batch_id = settled
+    ids = [claim_job(submitter, h, batch_id, keys[w]) for w in WORKERS]
+    rpc = chain.w3.provider.make_request
+    rpc("evm_setAutomine", [False])
+    try:
+        submitter.step()  # estimates, signs and broadcasts the merged claimMany; nothing is mined
+        with submitter.engine.connect() as conn:
+            merged = {jobs.get(conn, i).tx_hash for i in ids}
+        assert len(merged) == 1 and None not in merged
+        own, (leaf, proof) = keys[WORKERS[1]], claim_for(h.settled[batch_id][0], address(keys[WORKERS[1]]))
+        call = chain.escrow.functions.claimEarnings(batch_id, address(own), leaf, proof)
+        tx = call.build_transaction({"from": address(own), "gas": 200_000, "gasPrice": 50 * chain.w3.eth.gas_price,
+                                     "nonce": chain.w3.eth.get_transaction_count(address(own))})
+        chain.w3.eth.send_raw_transaction(Account.from_key(own).sign_transaction(tx).raw_transaction)
+        rpc("evm_mine", [])
+    finally:
+        rpc("evm_setAutomine", [True])
+    assert chain.w3.eth.get_transaction_receipt(merged.pop()).status == 0
+
+    done = finished(submitter, ids)
+
+    assert done[ids[1]].status == "failed" and "SettlementNothingToClaim" in done[ids[1]].error
+    assert {done[i].status for i in ids if i != ids[1]} == {"mined"}
+    for w in WORKERS:
+        assert chain.escrow.functions.earningsOf(batch_id, address(keys[w])).call() == [2 * REWARD, 2 * REWARD]
 
 
 class _Job:
