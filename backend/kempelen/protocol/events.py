@@ -113,8 +113,9 @@ def _tail_reader(kind: str) -> Callable[[str, int, int], Any] | None:
     if kind == "bytes":
         def read_bytes(raw: str, start: int, words: int) -> Any:
             size = int(raw[64 * start: 64 * start + 64], 16)
-            body = raw[64 * start + 64: 64 * start + 64 + 64 * (-(-size // 32))]
-            if len(body) != 64 * (-(-size // 32)) or body[2 * size:].strip("0"):
+            padded = 64 * (-(-size // 32))  # hex digits of the value padded to whole words
+            body = raw[64 * start + 64: 64 * start + 64 + padded]
+            if len(body) != padded or body[2 * size:].strip("0"):
                 return _MALFORMED
             return bytes.fromhex(body[: 2 * size])
         return read_bytes

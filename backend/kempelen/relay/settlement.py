@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
+from eth_abi.exceptions import DecodingError
 from eth_utils import keccak, to_checksum_address
 
 from kempelen.chain.contracts import Chain
@@ -177,7 +178,10 @@ def claims_of(calldata: bytes) -> list[tuple[int, str, int, list[bytes]]]:
     """The claims of a `claimMany` calldata (the inverse of claim_many_calldata)."""
     if calldata[:4] != keccak(text=CLAIM_MANY_SIGNATURE)[:4]:
         raise ValueError("not a claimMany call")
-    (values,) = abi_decode([CLAIMS_TYPE], calldata[4:])
+    try:
+        (values,) = abi_decode([CLAIMS_TYPE], calldata[4:])
+    except DecodingError as exc:  # not a ValueError: callers would see the submitter's loop fail
+        raise ValueError(f"malformed claimMany: {exc}") from None
     return [(batch_id, to_checksum_address(worker), cumulative, list(proof))
             for batch_id, worker, cumulative, proof in values]
 
