@@ -8,10 +8,10 @@ import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProo
 import {ISettlement} from "./interfaces/ISettlement.sol";
 
 /// @title Requester-signed batch settlement with cumulative Merkle claims (documented in ISettlement).
-/// @dev Settled answers are 1 bit each in words keyed by (batch, worker, wordIndex), 192 tasks per
-/// word; the top 64 bits of a worker's word 0 count its settled and claimed answers in the batch,
-/// so a claim rewrites a slot the settlement created (5,000 gas) instead of creating one (22,100).
-/// The escrow's batches and balances stay in TaskEscrow, reached through the internal hooks below.
+/// @dev One record per (batch, worker): claimed answers << 224 | settled answers << 192 | the
+/// 192-bit digest of its settled words (OPENED once they are stored in _settledWords). A claim
+/// rewrites the slot the worker's first settlement created (5,000 gas) instead of creating one
+/// (22,100). The escrow's batches and balances stay in TaskEscrow, reached through the hooks below.
 abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransient {
     bytes32 private constant SETTLED_WORD_TYPEHASH = keccak256("SettledWord(address worker,uint32 wordIndex,uint256 bits)");
     bytes32 private constant SETTLEMENT_TYPEHASH = keccak256(
@@ -21,9 +21,15 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
 
     uint256 internal constant TASKS_PER_SETTLED_WORD = 192;
     uint256 private constant TASK_BITS = (1 << 192) - 1;
-    uint256 private constant SETTLED_COUNT_SHIFT = 192; // in word 0: answers settled, uint32
-    uint256 private constant CLAIMED_COUNT_SHIFT = 224; // in word 0: answers claimed, uint32
+    uint256 private constant DIGEST_MASK = (1 << 192) - 1; // in a record: the settled words' digest
+    uint256 private constant OPENED = DIGEST_MASK; // the digest of a worker whose words are stored
+    uint256 private constant SETTLED_COUNT_SHIFT = 192; // in a record: answers settled, uint32
+    uint256 private constant CLAIMED_COUNT_SHIFT = 224; // in a record: answers claimed, uint32
     uint256 private constant COUNT_MASK = type(uint32).max;
+
+    /// _settledState: the worker's words in the batch are sealed, or opened.
+    uint256 internal constant SETTLED_SEALED = 1;
+    uint256 internal constant SETTLED_OPENED = 2;
 
     /// The batch's terms a settlement reads (full-width, in memory).
     struct SettleTerms {
@@ -43,8 +49,10 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
         uint256 batchId;
         uint256 taskCount;
         address worker; // of the current run of entries
-        uint256 word0Slot; // the worker's word 0: its settled/claimed counts
-        uint256 word0;
+        uint256 recordSlot; // the worker's record: counts and digest
+        uint256 record;
+        uint256 priorDigest; // of the run's `before` words, to match the record's
+        uint256 digest; // of the run's `before | bits` words, stored in the record
         uint256 runAnswers; // settled in this call for the current worker
         uint256 answers; // settled in this call
         uint256 previousKey; // (worker, wordIndex) of the previous entry, for the sort check
@@ -52,7 +60,9 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
     }
 
     mapping(uint64 batchId => bytes32) private _roots;
-    /// key: batchId << 192 | wordIndex << 160 | worker (see _settledKey)
+    /// key: batchId << 160 | worker (see _recordKey)
+    mapping(uint256 key => uint256) private _records;
+    /// Opened settled words. key: batchId << 192 | wordIndex << 160 | worker (see _settledKey)
     mapping(uint256 key => uint256) private _settledWords;
 
     // ---------------------------------------------------------------- hooks into the escrow
@@ -63,7 +73,7 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
     function _claimTerms(uint64 batchId) internal view virtual returns (address token, uint256 reward);
     /// Takes `spent` out of the batch's funds (checked by the caller), records the settlement's
     /// sequence and the batch's settled answers, and marks the batch settled, so that submitAnswers
-    /// looks its answers up in the settled words from now on.
+    /// looks its workers' records up from now on (_settledState).
     function _recordSettlement(uint64 batchId, uint256 spent, uint32 sequence, uint256 settledAnswers)
         internal
         virtual;
@@ -78,11 +88,15 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
 
     // ---------------------------------------------------------------- settle
 
-    function settle(Settlement calldata settlement, bytes calldata signature) external nonReentrant {
+    function settle(Settlement calldata settlement, uint256[] calldata before, bytes calldata signature)
+        external
+        nonReentrant
+    {
         uint64 batchId = settlement.batchId;
         SettleTerms memory terms = _batchTerms(batchId);
         _checkHeader(settlement, terms);
-        (uint256 answers, bytes32 settledHash) = _settleWords(terms, batchId, settlement.settled);
+        if (before.length != settlement.settled.length) revert SettlementPriorMismatch(batchId, address(0));
+        (uint256 answers, bytes32 settledHash) = _settleWords(terms, batchId, settlement.settled, before);
         address signer = _recover(_hashTypedDataV4(_settlementStructHash(settlement, settledHash)), signature);
         if (signer != terms.requester) revert SettlementInvalidSigner(batchId, terms.requester, signer);
         _book(settlement, terms, answers);
@@ -131,12 +145,15 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
         );
     }
 
-    /// Marks every entry's answers settled and counts them per worker; returns how many answers
-    /// and the EIP-712 hash of the entries (hashed here, in the same pass over the calldata).
-    function _settleWords(SettleTerms memory terms, uint64 batchId, SettledWord[] calldata settled)
-        private
-        returns (uint256, bytes32)
-    {
+    /// Checks every entry against the worker's earlier words, counts its answers and digests its
+    /// words per worker; returns how many answers and the EIP-712 hash of the entries (hashed
+    /// here, in the same pass over the calldata).
+    function _settleWords(
+        SettleTerms memory terms,
+        uint64 batchId,
+        SettledWord[] calldata settled,
+        uint256[] calldata before
+    ) private returns (uint256, bytes32) {
         SettleRun memory run;
         run.batchId = batchId;
         run.taskCount = terms.taskCount;
@@ -148,7 +165,7 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
             entryHashes[i] = _entryHash(worker, wordIndex, bits);
             _checkEntry(run, i, worker, wordIndex, bits);
             if (worker != run.worker) _openWorker(run, worker);
-            _settleEntry(run, worker, wordIndex, bits);
+            _settleEntry(run, worker, wordIndex, bits, _wordAt(before, i));
             unchecked {
                 ++i;
             }
@@ -180,44 +197,67 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
     function _openWorker(SettleRun memory run, address worker) private {
         _closeWorker(run);
         run.worker = worker;
-        run.word0Slot = _settledSlot(_settledKey(run.batchId, worker, 0));
-        run.word0 = _load(run.word0Slot);
+        run.recordSlot = _recordSlot(run.batchId, worker);
+        run.record = _load(run.recordSlot);
+        run.priorDigest = 0;
+        run.digest = 0;
         run.runAnswers = 0;
     }
 
-    /// Adds the worker's newly settled answers to its count in word 0 and writes word 0 once.
+    /// Checks the worker's `before` words against its record (an opened record matches no digest),
+    /// then writes the record once: settled count + this call's answers, digest of all its words.
     function _closeWorker(SettleRun memory run) private {
         if (run.worker == address(0)) return;
+        uint256 record = run.record;
+        if (run.priorDigest != record & DIGEST_MASK) revert SettlementPriorMismatch(uint64(run.batchId), run.worker);
         unchecked {
             // settled <= taskCount < 2^32: distinct tasks, each settled at most once.
-            _store(run.word0Slot, run.word0 + (run.runAnswers << SETTLED_COUNT_SHIFT));
+            _store(
+                run.recordSlot,
+                ((record & ~DIGEST_MASK) + (run.runAnswers << SETTLED_COUNT_SHIFT)) | run.digest
+            );
             run.answers += run.runAnswers;
         }
     }
 
-    function _settleEntry(SettleRun memory run, address worker, uint256 wordIndex, uint256 bits) private {
-        uint256 slot;
-        uint256 word;
-        if (wordIndex == 0) {
-            word = run.word0; // written back with the counts by _closeWorker
-        } else {
-            slot = _settledSlot(_settledKey(run.batchId, worker, wordIndex));
-            word = _load(slot);
-        }
-        uint256 overlap = word & bits;
+    function _settleEntry(SettleRun memory run, address worker, uint256 wordIndex, uint256 bits, uint256 prior)
+        private
+    {
+        uint256 overlap = prior & bits;
         if (overlap != 0) {
             revert SettlementAlreadySettled(
                 uint64(run.batchId), worker, uint32(wordIndex * TASKS_PER_SETTLED_WORD + _lowestBit(overlap))
             );
         }
-        if (wordIndex == 0) {
-            run.word0 = word | bits;
-        } else {
-            _store(slot, word | bits);
-        }
+        uint256 word = prior | bits;
+        if (word == 0) revert SettlementEmptyWord(uint64(run.batchId), worker, uint32(wordIndex));
+        if (prior != 0) run.priorDigest = _chain(run.priorDigest, wordIndex, prior);
+        run.digest = _chain(run.digest, wordIndex, word);
         unchecked {
             run.runAnswers += _popcount(bits);
         }
+    }
+
+    // ---------------------------------------------------------------- open
+
+    function openSettled(uint64 batchId, address worker, uint256[] calldata words) external {
+        uint256 slot = _recordSlot(batchId, worker);
+        uint256 record = _load(slot);
+        uint256 digest;
+        for (uint256 j; j < words.length;) {
+            uint256 word = _wordAt(words, j);
+            if (word != 0) {
+                digest = _chain(digest, j, word);
+                _settledWords[_settledKey(batchId, worker, j)] = word;
+            }
+            unchecked {
+                ++j;
+            }
+        }
+        // Nothing settled (digest 0) or already opened never matches a chain of nonzero words.
+        if (digest == 0 || digest != record & DIGEST_MASK) revert SettlementPriorMismatch(batchId, worker);
+        _store(slot, record | OPENED);
+        emit SettledWordsOpened(batchId, worker);
     }
 
     // ---------------------------------------------------------------- claims
@@ -262,17 +302,17 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
         private
         returns (uint256)
     {
-        uint256 slot = _settledSlot(_settledKey(batchId, worker, 0));
-        uint256 word0 = _load(slot);
-        uint256 settledCount = (word0 >> SETTLED_COUNT_SHIFT) & COUNT_MASK;
-        uint256 claimedCount = word0 >> CLAIMED_COUNT_SHIFT;
+        uint256 slot = _recordSlot(batchId, worker);
+        uint256 record = _load(slot);
+        uint256 settledCount = (record >> SETTLED_COUNT_SHIFT) & COUNT_MASK;
+        uint256 claimedCount = record >> CLAIMED_COUNT_SHIFT;
         uint256 count = cumulative / reward;
         if (count > settledCount) {
             revert SettlementClaimExceedsSettled(batchId, worker, cumulative, settledCount * reward);
         }
         if (count <= claimedCount) revert SettlementNothingToClaim(batchId, worker, cumulative, claimedCount * reward);
         // count <= settledCount < 2^32 fits the claimed field.
-        _store(slot, (word0 & ~(COUNT_MASK << CLAIMED_COUNT_SHIFT)) | (count << CLAIMED_COUNT_SHIFT));
+        _store(slot, (record & ~(COUNT_MASK << CLAIMED_COUNT_SHIFT)) | (count << CLAIMED_COUNT_SHIFT));
         return (count - claimedCount) * reward;
     }
 
@@ -288,27 +328,10 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
     }
 
     function earningsOf(uint64 batchId, address worker) external view returns (uint256 settled, uint256 claimed) {
-        uint256 word0 = _settledWords[_settledKey(batchId, worker, 0)];
+        uint256 record = _records[_recordKey(batchId, worker)];
         (, uint256 reward) = _claimTerms(batchId);
-        settled = ((word0 >> SETTLED_COUNT_SHIFT) & COUNT_MASK) * reward;
-        claimed = (word0 >> CLAIMED_COUNT_SHIFT) * reward;
-    }
-
-    function isSettled(uint64 batchId, address worker, uint32 taskIndex) external view returns (bool) {
-        return _isSettled(batchId, worker, taskIndex);
-    }
-
-    function settlementHash(Settlement calldata settlement) public view returns (bytes32) {
-        uint256 count = settlement.settled.length;
-        bytes32[] memory entryHashes = new bytes32[](count);
-        for (uint256 i; i < count;) {
-            (address worker, uint256 wordIndex, uint256 bits) = _entryAt(settlement.settled, i);
-            entryHashes[i] = _entryHash(worker, wordIndex, bits);
-            unchecked {
-                ++i;
-            }
-        }
-        return _hashTypedDataV4(_settlementStructHash(settlement, _hashEntries(entryHashes)));
+        settled = ((record >> SETTLED_COUNT_SHIFT) & COUNT_MASK) * reward;
+        claimed = (record >> CLAIMED_COUNT_SHIFT) * reward;
     }
 
     /// keccak256 of the entries' struct hashes, concatenated (EIP-712 encoding of an array).
@@ -320,10 +343,16 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
 
     // ---------------------------------------------------------------- internals for the escrow
 
-    function _isSettled(uint256 batchId, address worker, uint256 taskIndex) internal view returns (bool) {
+    /// 0 if the worker has no settled answers in the batch or the task is not among its opened
+    /// settled words; SETTLED_SEALED if its words are sealed (which tasks is unknown here);
+    /// SETTLED_OPENED if the task is among its opened words.
+    function _settledState(uint256 batchId, address worker, uint256 taskIndex) internal view returns (uint256) {
+        uint256 digest = _records[_recordKey(batchId, worker)] & DIGEST_MASK;
+        if (digest == 0) return 0;
+        if (digest != OPENED) return SETTLED_SEALED;
         unchecked {
             uint256 word = _settledWords[_settledKey(batchId, worker, taskIndex / TASKS_PER_SETTLED_WORD)];
-            return (word >> (taskIndex % TASKS_PER_SETTLED_WORD)) & 1 != 0;
+            return (word >> (taskIndex % TASKS_PER_SETTLED_WORD)) & 1 != 0 ? SETTLED_OPENED : 0;
         }
     }
 
@@ -405,12 +434,42 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
         }
     }
 
-    function _settledSlot(uint256 key) private pure returns (uint256 slot) {
+    /// words[i] for i < words.length (the ABI decoder checked the array lies in calldata). Read
+    /// directly: Solidity's indexed access would be one more helper shared with MerkleProof's
+    /// loop, which the optimizer then stops inlining there (+180 gas per claim).
+    function _wordAt(uint256[] calldata words, uint256 i) private pure returns (uint256 word) {
+        assembly ("memory-safe") {
+            word := calldataload(add(words.offset, shl(5, i)))
+        }
+    }
+
+    function _recordKey(uint256 batchId, address worker) private pure returns (uint256) {
+        unchecked {
+            return (batchId << 160) | uint160(worker);
+        }
+    }
+
+    /// Storage slot of _records[_recordKey(batchId, worker)].
+    function _recordSlot(uint256 batchId, address worker) private pure returns (uint256 slot) {
+        uint256 key = _recordKey(batchId, worker);
         assembly ("memory-safe") {
             mstore(0x00, key)
-            mstore(0x20, _settledWords.slot)
+            mstore(0x20, _records.slot)
             slot := keccak256(0x00, 0x40)
         }
+    }
+
+    /// One link of a worker's settled-words digest: uint192(keccak256(abi.encode(digest, wordIndex, word))).
+    function _chain(uint256 digest, uint256 wordIndex, uint256 word) private pure returns (uint256) {
+        bytes32 hash;
+        assembly ("memory-safe") {
+            let m := mload(0x40)
+            mstore(m, digest)
+            mstore(add(m, 0x20), wordIndex)
+            mstore(add(m, 0x40), word)
+            hash := keccak256(m, 0x60)
+        }
+        return uint256(hash) & DIGEST_MASK;
     }
 
     // ---------------------------------------------------------------- internals: storage words

@@ -6,6 +6,7 @@ import {IERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/IERC2
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {Address} from "@openzeppelin/contracts/utils/Address.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+import {Multicall} from "@openzeppelin/contracts/utils/Multicall.sol";
 import {Nonces} from "@openzeppelin/contracts/utils/Nonces.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
@@ -20,7 +21,7 @@ import {BatchSettlement} from "./BatchSettlement.sol";
 /// its top 64 bits, so an answer costs a fresh slot only once per worker and group. Per-task
 /// answer counts are uint8s packed 32 to a word. Documented in ITaskEscrow. The second payment
 /// path, requester-signed settlements with Merkle claims, lives in BatchSettlement (ISettlement).
-contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyGuardTransient, BatchSettlement {
+contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyGuardTransient, BatchSettlement, Multicall {
     using SafeERC20 for IERC20;
 
     bytes32 private constant ANSWER_TYPEHASH =
@@ -137,16 +138,8 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
         return _createBatch(terms, msg.value);
     }
 
-    function createBatchWithPermit(BatchTerms calldata terms, uint256 permitDeadline, uint8 v, bytes32 r, bytes32 s)
-        external
-        nonReentrant
-        returns (uint64)
-    {
-        if (terms.token == address(0)) revert EscrowInvalidTerms("token");
-        // A permit front-run from the mempool is already spent: the allowance is what matters.
-        try IERC20Permit(terms.token).permit(msg.sender, address(this), _deposit(terms), permitDeadline, v, r, s) {}
-            catch {}
-        return _createBatch(terms, 0);
+    function permitDeposit(address token, uint256 value, uint256 deadline, uint8 v, bytes32 r, bytes32 s) external {
+        try IERC20Permit(token).permit(msg.sender, address(this), value, deadline, v, r, s) {} catch {}
     }
 
     function extend(uint64 batchId, uint40 deadline, uint8 answersPerTask, uint256 topUp)
@@ -321,13 +314,6 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
 
     function isBlocked(address requester, address worker) external view returns (bool) {
         return _blocked[requester][worker];
-    }
-
-    function answerHash(Answer calldata answer) external view returns (bytes32) {
-        // Plain abi.encode on purpose: a reference for the scratch-memory hashing in _answerSigner.
-        return _hashTypedDataV4(
-            keccak256(abi.encode(ANSWER_TYPEHASH, answer.batchId, answer.taskIndex, answer.answerDigest, answer.worker))
-        );
     }
 
     function reputation() external view returns (address) {
@@ -542,8 +528,10 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
 
         uint256 statusShift = _statusShift(taskIndex);
         if ((word >> statusShift) & STATUS_MASK != 0) return 1 + uint256(SkipReason.AlreadyAnswered);
-        if (run.checkSettled && _isSettled(run.batchId, worker, taskIndex)) {
-            return 1 + uint256(SkipReason.AlreadyAnswered); // paid by a settlement
+        if (run.checkSettled) {
+            uint256 settled = _settledState(run.batchId, worker, taskIndex);
+            if (settled == SETTLED_OPENED) return 1 + uint256(SkipReason.AlreadyAnswered); // paid by a settlement
+            if (settled == SETTLED_SEALED) return 1 + uint256(SkipReason.SettlementSealed);
         }
         uint256 countsSlot = _slotOf(_answerCountsSlot(), _countKey(run.batchId, taskIndex));
         uint256 counts = _load(countsSlot);

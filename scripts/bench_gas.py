@@ -134,7 +134,8 @@ def _settlement_round(escrow, usdc, requester, relay, workers, gas, suffix="", t
                             tuple(settled_words(answers)))
     signature = to_compact(sign(Domain(chain.id, escrow.address).digest(settlement.struct_hash()),
                                 requester.private_key))
-    settle = escrow.settle(settlement.as_tuple(), signature, {"from": relay}).gas_used
+    before = [0] * len(settlement.settled)  # a first settlement: nothing settled earlier
+    settle = escrow.settle(settlement.as_tuple(), before, signature, {"from": relay}).gas_used
     claims = [(batch_id, worker, cumulative, tree.proof(i)) for i, (worker, cumulative) in enumerate(tree.values)]
     if relayed:
         claimed = [escrow.claimMany(claims, {"from": relay}).gas_used]

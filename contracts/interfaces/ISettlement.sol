@@ -24,9 +24,23 @@ pragma solidity ^0.8.24;
 /// it out). A claim never exceeds the worker's settled answers * reward in this batch, whatever
 /// the root says, so a root can only ever pay a worker what its settled answers earned.
 ///
-/// One answer, one path: a settled (worker, task) is refused by submitAnswers (AlreadyAnswered),
-/// and a settlement naming an answer that is pending or paid on the direct path reverts. An
-/// answer the requester neither settles nor rejects can still go submit -> review -> release.
+/// Sealed settled words: the escrow does not store which tasks a worker was paid for. It keeps one
+/// record per (batch, worker): the worker's settled and claimed answer counts and a 192-bit digest
+/// of its settled words,
+///   chain_0 = 0, chain_k+1 = uint192(keccak256(abi.encode(chain_k, wordIndex, word))),
+/// over the worker's nonzero words in ascending wordIndex (word = every bit settled so far). The
+/// words themselves are in AnswersSettled. `settle` takes, unsigned, `before[i]`: the worker's
+/// bits settled earlier in entry i's word. The escrow checks `before` against the digest (so a
+/// worker with earlier settlements needs an entry for every word it has bits in; `bits` is 0 in
+/// an entry that only restates one), refuses any overlap with `bits`, and stores the digest of
+/// `before | bits`. That costs one storage word per worker instead of one per 192-task word.
+///
+/// One answer, one path: a settlement naming an answer that is pending or paid on the direct path
+/// reverts. submitAnswers skips every answer of a worker whose words are sealed
+/// (SkipReason.SettlementSealed) until anyone calls `openSettled` with the worker's words, checked
+/// against the digest and stored; from then on its settled tasks are refused (AlreadyAnswered),
+/// its other answers take the direct path, and it cannot be settled again in the batch. An answer
+/// the requester neither settles nor rejects can still go open -> submit -> review -> release.
 ///
 /// Money invariant (extends ITaskEscrow's), per token:
 ///   token balance of the escrow (- surplus nobody is owed) ==
@@ -39,7 +53,7 @@ interface ISettlement {
     struct SettledWord {
         address worker;
         uint32 wordIndex;
-        uint256 bits; // only the low 192 bits may be set
+        uint256 bits; // only the low 192 bits may be set; 0 in an entry that restates earlier bits
     }
 
     /// What the batch's requester signs and anyone posts.
@@ -78,6 +92,9 @@ interface ISettlement {
     event AnswersSettled(uint64 indexed batchId, uint32 indexed sequence, SettledWord[] settled);
     /// `amount` (= cumulative - previously claimed) credited from the batch's pool to the worker.
     event EarningsClaimed(uint64 indexed batchId, address indexed worker, uint256 amount, uint256 cumulative);
+    /// The worker's settled words in the batch were opened (stored): its other answers can now take
+    /// the direct path, and it can no longer be settled in the batch.
+    event SettledWordsOpened(uint64 indexed batchId, address indexed worker);
 
     error SettlementUnknownBatch(uint64 batchId);
     error SettlementInvalidSigner(uint64 batchId, address requester, address recovered);
@@ -87,6 +104,12 @@ interface ISettlement {
     error SettlementInvalidWorker(uint64 batchId, uint256 index);
     error SettlementTaskOutOfRange(uint64 batchId, address worker, uint32 wordIndex);
     error SettlementAlreadySettled(uint64 batchId, address worker, uint32 taskIndex);
+    /// An entry with no bits before or now.
+    error SettlementEmptyWord(uint64 batchId, address worker, uint32 wordIndex);
+    /// The worker's earlier settled words (`before`, or openSettled's `words`) do not match its
+    /// digest: missing, extra or wrong words, the worker's words are already opened, or (with
+    /// openSettled) it has nothing settled. worker is address(0) when `before` has the wrong length.
+    error SettlementPriorMismatch(uint64 batchId, address worker);
     /// The answer is pending or paid on the direct path (submitAnswers): it cannot be settled too.
     error SettlementAnsweredDirectly(uint64 batchId, address worker, uint32 taskIndex);
     error SettlementWrongTotal(uint64 batchId, uint256 expected, uint256 cumulativeTotal);
@@ -99,7 +122,12 @@ interface ISettlement {
     error SettlementNothingToClaim(uint64 batchId, address worker, uint256 cumulative, uint256 claimed);
 
     /// Anyone posts the requester's signed settlement (65-byte or 64-byte EIP-2098 signature).
-    function settle(Settlement calldata settlement, bytes calldata signature) external;
+    /// `before[i]` is the worker's bits settled earlier in settled[i]'s word (not signed: the
+    /// worker's digest fixes it); one per entry.
+    function settle(Settlement calldata settlement, uint256[] calldata before, bytes calldata signature) external;
+    /// Anyone stores a worker's settled words in a batch (words[j] = its bits of word j, all of
+    /// them), checked against its digest, so that its unsettled answers can take the direct path.
+    function openSettled(uint64 batchId, address worker, uint256[] calldata words) external;
     /// Credits cumulative - claimed to `worker`'s escrow balance; anyone may call (the money only
     /// ever goes to the worker). Returns the amount credited. (Named after EarningsClaimed; its
     /// selector is also the third the dispatcher compares, 440 gas sooner than `claim`'s would be.)
@@ -116,7 +144,4 @@ interface ISettlement {
         returns (uint32 sequence, bytes32 root, uint256 cumulativeTotal);
     /// A worker's settled and claimed earnings in a batch (settled answers * reward, claimed).
     function earningsOf(uint64 batchId, address worker) external view returns (uint256 settled, uint256 claimed);
-    function isSettled(uint64 batchId, address worker, uint32 taskIndex) external view returns (bool);
-    /// The EIP-712 digest the requester signs for `settlement`.
-    function settlementHash(Settlement calldata settlement) external view returns (bytes32);
 }

@@ -40,7 +40,10 @@ interface ITaskEscrow {
         ReputationTooLow,
         AlreadyAnswered,
         TaskFull,
-        InsufficientFunds
+        InsufficientFunds,
+        /// The worker has settled answers in the batch whose words are still sealed (ISettlement):
+        /// `openSettled` them first, then the worker's other answers can take the direct path.
+        SettlementSealed
     }
 
     /// Terms a requester fixes when funding a batch.
@@ -165,10 +168,7 @@ interface ITaskEscrow {
     /// Funds a batch: deposit = taskCount * answersPerTask * (reward + relayFee), sent as
     /// msg.value for ETH or pulled with transferFrom for an ERC-20 (fee-on-transfer tokens revert).
     function createBatch(BatchTerms calldata terms) external payable returns (uint64 batchId);
-    /// As createBatch, with an EIP-2612 permit so one transaction approves and deposits.
-    function createBatchWithPermit(BatchTerms calldata terms, uint256 permitDeadline, uint8 v, bytes32 r, bytes32 s)
-        external
-        returns (uint64 batchId);
+
     /// Anyone relays workers' signed answers (65-byte or 64-byte EIP-2098 signatures).
     /// Invalid answers are skipped with AnswerSkipped; the rest are accepted. Returns accepted count.
     function submitAnswers(Answer[] calldata answers, bytes[] calldata signatures) external returns (uint256 accepted);
@@ -207,7 +207,5 @@ interface ITaskEscrow {
     function taskAnswerCount(uint64 batchId, uint32 taskIndex) external view returns (uint8);
     function balanceOf(address token, address account) external view returns (uint256);
     function isBlocked(address requester, address worker) external view returns (bool);
-    /// The EIP-712 digest a worker signs for `answer`.
-    function answerHash(Answer calldata answer) external view returns (bytes32);
     function reputation() external view returns (address);
 }

@@ -28,6 +28,7 @@ from kempelen.protocol.merkle import (
     StandardMerkleTree,
     earnings_tree,
 )
+from kempelen.protocol.sealed import SettledBook
 from kempelen.protocol.signing import (
     Answer,
     Domain,
@@ -125,10 +126,13 @@ class SettlementManifest:
         """The `settled` entries a Settlement of these answers carries."""
         return tuple(settled_words((a.worker, a.task_index) for a in self.answers))
 
-    def settlement(self, manifest_cid: CID | str | bytes) -> Settlement:
-        """The struct the requester signs for this manifest stored under `manifest_cid`."""
+    def settlement(self, manifest_cid: CID | str | bytes, book: SettledBook | None = None) -> Settlement:
+        """The struct the requester signs for this manifest stored under `manifest_cid`. `book`:
+        the batch's settled words before it (from AnswersSettled), whose words of the workers
+        paid here the entries restate (kempelen.protocol.sealed); None for the first settlement."""
+        settled = self.settled() if book is None else book.restated(self.settled())
         return Settlement(self.batch_id, self.sequence, self.root, self.cumulative_total,
-                          CID.parse(manifest_cid).to_bytes(), self.settled())
+                          CID.parse(manifest_cid).to_bytes(), settled)
 
     def to_json(self) -> bytes:
         return canonical_json({
@@ -410,7 +414,10 @@ def _settlement_problems(manifest, settlement: Settlement) -> list[str]:
         words = manifest.settled()
     except KempelenError as exc:
         return [*problems, f"answers do not pack into settled words: {exc}"]
-    posted = tuple(SettledWord(to_checksum_address(w.worker), w.word_index, w.bits) for w in settlement.settled)
+    # Entries with no bits restate a worker's earlier words (for the escrow's digest check): they
+    # pay nothing, and the escrow itself refuses any that do not match the worker's digest.
+    posted = tuple(SettledWord(to_checksum_address(w.worker), w.word_index, w.bits)
+                   for w in settlement.settled if w.bits)
     if words != posted:
         problems.append("the settlement's settled words are not the manifest's answers")
     return problems
