@@ -20,6 +20,9 @@ answers, answer k by worker k % 10 to task k // 3 (each worker's 100 tasks sprea
 batch, two 192-task settled words each). The requester signs one settlement of all 1,000; the
 relay posts it; each worker's cumulative earnings are claimed with a Merkle proof, one claim
 transaction per worker. First-time workers have no escrow balance slot; returning ones do.
+`settle_per_answer_second_half`: the same answers settled in two halves, the second restating each
+worker's earlier words (what every later settlement of a batch does); `open_settled`: one worker's
+two settled words opened for the direct path (kempelen.protocol.sealed).
 Prints a table, writes build/bench/gas.json.
 """
 
@@ -30,6 +33,7 @@ from brownie import Reputation, TaskEscrow, TestStablecoin, accounts, chain
 from eth_hash.auto import keccak
 
 from kempelen.protocol.merkle import earnings_tree
+from kempelen.protocol.sealed import SettledBook, open_words
 from kempelen.protocol.signing import (
     Answer,
     Domain,
@@ -148,12 +152,42 @@ def _settlement_round(escrow, usdc, requester, relay, workers, gas, suffix="", t
         gas["settled_answer_amortized" + suffix] = (settle + sum(claimed)) // SETTLED_ANSWERS
 
 
+def _later_settlement_round(escrow, usdc, requester, relay, workers, gas):
+    """The same 1,000 answers settled in two halves: the second settlement restates each worker's
+    earlier words (entries with no new bits, `before` from the first), as every later settlement
+    of a batch does; then one worker's words are opened for the direct path."""
+    terms = (usdc.address, SETTLED_TASKS, SETTLED_PER_TASK, SETTLED_REWARD, SETTLED_FEE, chain.time() + 7 * DAY,
+             3 * DAY, 0, b"\x00" * 32, bytes.fromhex("01551220") + keccak(b"bench settled manifest"))
+    batch_id = escrow.createBatch(terms, {"from": requester}).return_value
+    answers = [(workers[k % WORKERS].address, k // SETTLED_PER_TASK) for k in range(SETTLED_ANSWERS)]
+    half = SETTLED_ANSWERS // 2
+    book, earnings, total = SettledBook(), {}, 0
+    domain = Domain(chain.id, escrow.address)
+    for sequence, part in ((1, answers[:half]), (2, answers[half:])):
+        for worker, _ in part:
+            earnings[worker] = earnings.get(worker, 0) + SETTLED_REWARD
+        total += len(part) * SETTLED_REWARD
+        entries = book.restated(settled_words(part))
+        settlement = Settlement(batch_id, sequence, earnings_tree(earnings).root, total,
+                                bytes.fromhex("01551220") + keccak(b"bench settlement manifest %d" % sequence),
+                                entries)
+        signature = to_compact(sign(domain.digest(settlement.struct_hash()), requester.private_key))
+        settle = escrow.settle(settlement.as_tuple(), book.before(entries), signature, {"from": relay}).gas_used
+        book.add(entries)
+    gas["settle_per_answer_second_half"] = settle // (SETTLED_ANSWERS - half)
+    worker = workers[0].address
+    gas["open_settled"] = escrow.openSettled(batch_id, worker, open_words(book.of_worker(worker)),
+                                             {"from": relay}).gas_used
+
+
 def _settlement_rounds(escrow, usdc, requester, relay, gas):
     """First-time and returning workers, each claiming with its own transaction or all through one
     relayed claimMany; then a denser batch (167 tasks x 6) with returning workers."""
     workers = [accounts.add(keccak(f"kempelen bench settled worker {i}".encode())) for i in range(WORKERS)]
     chain.snapshot()
     _settlement_round(escrow, usdc, requester, relay, workers, gas, relayed=True)
+    chain.revert()
+    _later_settlement_round(escrow, usdc, requester, relay, workers, gas)
     chain.revert()
     _settlement_round(escrow, usdc, requester, relay, workers, gas)
     chain.snapshot()
