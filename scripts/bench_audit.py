@@ -131,13 +131,16 @@ def main() -> None:
     parser.add_argument("--answers", type=int, default=10_000)
     parser.add_argument("--tasks-per-batch", type=int, default=500)
     parser.add_argument("--runs", type=int, default=3, help="audits of the same history; the best is reported")
+    parser.add_argument("--out", type=Path, default=OUT, help="where audit.json, the store and anvil's log go "
+                        "(default build/bench; elsewhere for a quick run that leaves the recorded result alone)")
     args = parser.parse_args()
-    OUT.mkdir(parents=True, exist_ok=True)
-    store_dir = OUT / "audit-store"
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    store_dir = out / "audit-store"
     shutil.rmtree(store_dir, ignore_errors=True)
     store = ContentStore(store_dir)
     keys = dev_keys(10)
-    with Anvil(log_path=OUT / "audit-anvil.log") as node:
+    with Anvil(log_path=out / "audit-anvil.log") as node:
         w3 = Web3(Web3.HTTPProvider(node.url))
         deployment = deploy_protocol(node.url, keys[0])
         began = time.perf_counter()
@@ -174,7 +177,7 @@ def main() -> None:
         "cores": os.cpu_count(),
         "command": "make bench-audit",
     }
-    (OUT / "audit.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "audit.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

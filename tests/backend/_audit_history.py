@@ -14,6 +14,7 @@ from kempelen.ipfs.store import ContentStore
 from kempelen.ipfs.unixfs import file_cid
 from kempelen.protocol.cid import CID
 from kempelen.protocol.manifest import BatchManifest
+from kempelen.protocol.sealed import SettledBook, open_words
 from kempelen.protocol.settlement import (
     ManifestAnswer,
     SettlementManifest,
@@ -40,6 +41,7 @@ class History:
         self.w3, self.escrow, self.store = w3, escrow, store
         self.domain = Domain(chain_id, escrow.address)
         self.settled: dict[int, tuple[SettlementManifest, CID]] = {}  # batch -> latest manifest, its CID
+        self.books: dict[int, SettledBook] = {}  # batch -> its settled words (sealed settled words)
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -122,7 +124,8 @@ class History:
         """The requester's next settlement of `answers`, built with kempelen.protocol.settlement,
         its manifest stored, signed and posted by `poster`. `tamper` rewrites the manifest before
         it is stored and signed (a dishonest requester; it gets the honest one), `root` replaces the signed root (a manifest
-        that is not the root's), `store_manifest=False` never stores it (a manifest nobody has)."""
+        that is not the root's), `store_manifest=False` never stores it (a manifest nobody has). The
+        entries restate the earlier words of the workers paid, with their bits as `before`."""
         record = self.escrow.functions.batch(batch_id).call()
         token, reward = record[4], record[7]
         previous, previous_cid = self.settled.get(batch_id, (None, None))
@@ -132,12 +135,25 @@ class History:
             manifest = tamper(manifest)
         document = manifest.to_json()
         cid = self.store.put(document) if store_manifest else file_cid(document)
-        settlement = manifest.settlement(cid)
+        book = self.books.get(batch_id, SettledBook())
+        settlement = manifest.settlement(cid, book)
         if root is not None:
             settlement = dataclasses.replace(settlement, root=root)
         signature = sign(self.domain.digest(settlement.struct_hash()), requester)
-        receipt = self.send(poster, self.escrow.functions.settle(settlement.as_tuple(), signature))
+        receipt = self.send(poster, self.escrow.functions.settle(settlement.as_tuple(), book.before(settlement.settled),
+                                                                 signature))
+        book.add(settlement.settled)
+        self.books[batch_id] = book
         self.settled[batch_id] = (manifest, cid)
+        return receipt
+
+    def open_settled(self, sender: str, batch_id: int, worker_key: str):
+        """Opens the worker's settled words in the batch (anyone may): its other answers can then
+        take the direct path."""
+        book = self.books[batch_id]
+        words = open_words(book.of_worker(address(worker_key)))
+        receipt = self.send(sender, self.escrow.functions.openSettled(batch_id, address(worker_key), words))
+        book.opened.add(address(worker_key))
         return receipt
 
     def claim(self, sender: str, batch_id: int, worker_key: str):

@@ -16,6 +16,7 @@ from kempelen.indexer.models import PROJECTION_TABLES, ChainEvent, IndexCheckpoi
 from kempelen.indexer.runner import Indexer, open_indexer
 from kempelen.protocol.cid import raw_cid
 from kempelen.protocol.merkle import earnings_tree
+from kempelen.protocol.sealed import SettledBook, open_words
 from kempelen.protocol.signing import Answer, Settlement, answer_digest, settled_words, sign
 from kempelen.protocol.tasksets import task_sets
 
@@ -42,7 +43,8 @@ class Actors:
         self.workers = keys[3:6]
         self.relayer = keys[6]
         self.escrow = chain.escrow.functions
-        self.books: dict[int, dict] = {}  # batch -> {"earnings", "sequence", "tree"} of its settlements
+        # batch -> {"earnings", "sequence", "tree", "words" (a SettledBook)} of its settlements
+        self.books: dict[int, dict] = {}
 
     @staticmethod
     def address(key: str) -> str:
@@ -91,22 +93,39 @@ class Actors:
     def release(self, batch_id: int, answers: list[tuple[str, int]]) -> None:
         self.chain.transact(self.relayer, self.escrow.release(batch_id, self.sets(answers)))
 
+    def book(self, batch_id: int) -> dict:
+        return self.books.setdefault(batch_id, {"earnings": {}, "sequence": 0, "tree": None,
+                                                "words": SettledBook()})
+
     def settle(self, requester: str, batch_id: int, answers: list[tuple[str, int]], *,
                poster: str | None = None, sequence: int | None = None) -> None:
         """Settle (worker key, task) answers: the requester signs the next cumulative root of the
-        batch's earnings, `poster` (default the relayer) posts it and takes the relay fees."""
+        batch's earnings, `poster` (default the relayer) posts it and takes the relay fees. The
+        entries restate the earlier words of every worker paid (bits 0 where nothing is new)."""
         reward = self.escrow.batch(batch_id).call()[7]
-        book = self.books.setdefault(batch_id, {"earnings": {}, "sequence": 0, "tree": None})
+        book = self.book(batch_id)
         pairs = self.refs(answers)
+        earnings = dict(book["earnings"])
         for worker, _ in pairs:
-            book["earnings"][worker] = book["earnings"].get(worker, 0) + reward
-        tree = earnings_tree(book["earnings"])
+            earnings[worker] = earnings.get(worker, 0) + reward
+        tree = earnings_tree(earnings)
         sequence = book["sequence"] + 1 if sequence is None else sequence
-        settlement = Settlement(batch_id, sequence, tree.root, sum(book["earnings"].values()),
-                                cid_bytes(f"settlement {batch_id}/{sequence}"), tuple(settled_words(pairs)))
+        entries = book["words"].restated(settled_words(pairs))
+        settlement = Settlement(batch_id, sequence, tree.root, sum(earnings.values()),
+                                cid_bytes(f"settlement {batch_id}/{sequence}"), entries)
         signature = sign(self.chain.domain.digest(settlement.struct_hash()), requester)
-        self.chain.transact(poster or self.relayer, self.escrow.settle(settlement.as_tuple(), signature))
-        book["sequence"], book["tree"] = sequence, tree
+        self.chain.transact(poster or self.relayer, self.escrow.settle(
+            settlement.as_tuple(), book["words"].before(entries), signature))
+        book["words"].add(entries)
+        book["earnings"], book["sequence"], book["tree"] = earnings, sequence, tree
+
+    def open_settled(self, batch_id: int, worker: str, *, sender: str | None = None) -> None:
+        """Open `worker`'s settled words in the batch (anyone may): its other answers can then
+        take the direct path."""
+        words = self.book(batch_id)["words"]
+        self.chain.transact(sender or self.relayer, self.escrow.openSettled(
+            batch_id, self.address(worker), open_words(words.of_worker(self.address(worker)))))
+        words.opened.add(self.address(worker))
 
     def claim(self, batch_id: int, worker: str, *, sender: str | None = None) -> None:
         """Claim `worker`'s leaf of the batch's latest root (anyone may send it; the worker is paid)."""
@@ -122,11 +141,12 @@ class Actors:
 
 
 def opening(actors: Actors) -> tuple[int, int]:
-    """Two batches (ETH with rewards above 2**63 wei in sum, USDC) and answers to both."""
+    """Two batches (ETH with rewards above 2**63 wei in sum, USDC with two settled words' worth
+    of tasks) and answers to both."""
     w1, w2, w3 = actors.workers
     eth_batch = actors.create_batch(actors.requester)
     usdc = actors.chain.deployment.tokens["USDC"]
-    usdc_batch = actors.create_batch(actors.requester2, token=usdc, tasks=10, per_task=1,
+    usdc_batch = actors.create_batch(actors.requester2, token=usdc, tasks=200, per_task=1,
                                      reward=1_000_000, fee=10_000, review_window=600)
     actors.submit(eth_batch, [(w1, 0, "cat"), (w2, 0, "cat"), (w1, 1, "dog"), (w3, 2, "cow")])
     actors.submit(usdc_batch, [(w1, 0, "a"), (w2, 1, "b"), (w3, 2, "c"), (w3, 3, "d")])
@@ -159,18 +179,24 @@ def review_phase(actors: Actors, eth_batch: int, usdc_batch: int, variant: int =
 
 
 def settlement_phase(actors: Actors, eth_batch: int, usdc_batch: int) -> None:
-    """Settlements beside the direct path: tasks the opening left unanswered are settled (one
-    worker's answers across two settled words of the USDC batch's 10 tasks would not fit, so the
-    ETH batch gets the multi-settlement story), claims (one by a stranger for the worker), and a
-    direct answer to a task another worker's answer was settled for."""
+    """Settlements beside the direct path: tasks the opening left unanswered are settled, claims
+    (one by a stranger for the worker), workers settled twice in a batch (w2 in one ETH word; w1
+    in two USDC words, its second settlement restating word 1 with an entry of no bits), a direct
+    answer to a task another worker's answer was settled for, and w2's sealed words in the USDC
+    batch: its direct answer is skipped (SettlementSealed), its words opened, then accepted."""
     w1, w2, w3 = actors.workers
     actors.settle(actors.requester, eth_batch, [(w2, 1), (w3, 3), (w1, 3)])
-    actors.settle(actors.requester2, usdc_batch, [(w1, 5), (w1, 6), (w2, 7)], poster=actors.workers[1])
+    actors.settle(actors.requester2, usdc_batch, [(w1, 5), (w1, 6), (w1, 195), (w2, 7)],
+                  poster=actors.workers[1])
     actors.claim(eth_batch, w2)
     actors.claim(usdc_batch, w1, sender=actors.relayer)
     actors.settle(actors.requester, eth_batch, [(w2, 2)])
     actors.claim(eth_batch, w2)  # the second claim pays only the new leaf's difference
+    actors.settle(actors.requester2, usdc_batch, [(w1, 8)])  # restates w1's word 1 with bits 0
     actors.submit(usdc_batch, [(w3, 5, "e")])  # w1's answer to task 5 was settled, w3's is direct
+    actors.submit(usdc_batch, [(w2, 9, "f")])  # skipped: w2's settled words are sealed
+    actors.open_settled(usdc_batch, w2)
+    actors.submit(usdc_batch, [(w2, 9, "f"), (w2, 7, "g")])  # 9 accepted; 7 was settled: skipped
 
 
 def dump(database_url: str, chain_id: int) -> dict[str, list]:

@@ -7,8 +7,8 @@ from dataclasses import replace
 from kempelen.audit import checks
 from kempelen.audit.model import ETH
 from kempelen.audit.replay import Replay
-from kempelen.audit.scan import ChainHistory, ChainState
-from kempelen.audit.settlement_checks import requester_signature_findings
+from kempelen.audit.scan import ChainHistory, ChainState, SettleCall
+from kempelen.audit.settlement_checks import settle_call_findings
 from kempelen.audit.signatures import recover_signers
 from kempelen.protocol.cid import raw_cid
 from kempelen.protocol.events import Event
@@ -252,9 +252,9 @@ def test_one_answer_one_path_either_way_round():
     review(s, "AnswersRejected", 200, 1, reasonCid=b"\x01")
     settle(s, 300, 1, [(WORKER, 0), (WORKER, 1), (WORKER, 195)])  # 0 is pending; 1 was rejected: fine
     submit(s, 195, 400)  # settled already
-    settle(s, 500, 2, [(WORKER, 195)], total=4 * REWARD)  # settled twice
+    settle(s, 500, 2, [(WORKER, 195)], total=4 * REWARD)  # settled twice (and word 0 not restated)
     found = replay(s).findings
-    assert codes(found) == [("paid_by_both_paths", 0), ("paid_by_both_paths", 195),
+    assert codes(found) == [("paid_by_both_paths", 0), ("paid_by_both_paths", 195), ("restatement_missing", None),
                             ("settled_twice", 195), ("paid_by_both_paths", 195)]  # and pending directly
 
 
@@ -321,13 +321,16 @@ def test_settlement_must_be_signed_by_the_batch_requester_in_its_calldata():
     result.batches[1].totals.requester = address_of(requester_key)
 
     def findings(calls):
-        return [f.code for f in requester_signature_findings([ref], {tx: calls}, result, 1, ESCROW)]
+        return [f.code for f in settle_call_findings([ref], {tx: calls}, result, 1, ESCROW)]
 
-    assert findings([(posted, sign(domain.digest(posted.struct_hash()), requester_key))]) == []
-    assert findings([(posted, sign(domain.digest(posted.struct_hash()), stranger_key))]) == [
+    def call(settlement, signature):  # a first settlement: nothing settled before, `before` all 0
+        return SettleCall(settlement, (0,) * len(settlement.settled), signature)
+
+    assert findings([call(posted, sign(domain.digest(posted.struct_hash()), requester_key))]) == []
+    assert findings([call(posted, sign(domain.digest(posted.struct_hash()), stranger_key))]) == [
         "settlement_bad_requester_signature"]
-    assert findings([(posted, b"\x01" * 65)]) == ["settlement_bad_requester_signature"]  # recovers nobody
+    assert findings([call(posted, b"\x01" * 65)]) == ["settlement_bad_requester_signature"]  # recovers nobody
     other = replace(posted, settled=(SettledWord(WORKER, 0, 0b11),))  # not the answers logged
-    assert findings([(other, sign(domain.digest(other.struct_hash()), requester_key))]) == [
+    assert findings([call(other, sign(domain.digest(other.struct_hash()), requester_key))]) == [
         "settlement_not_in_calldata"]
     assert findings(None) == ["settlement_calldata_unavailable"]

@@ -19,6 +19,8 @@ WORKER = "0x" + "ab" * 20
 SUBMITTED = ("AnswersSubmitted(uint64,address,address,uint32,uint256,bytes32[])", ["uint32", "uint256", "bytes32[]"])
 OUTCOMES = ("OutcomesRecorded(address,uint8,address[],uint64[])", ["address[]", "uint64[]"])
 REJECTED = ("AnswersRejected(uint64,address,uint32,uint256,bytes)", ["uint32", "uint256", "bytes"])
+SETTLED = ("AnswersSettled(uint64,uint32,(address,uint32,uint256)[])", ["(address,uint32,uint256)[]"])
+OPENED = "SettledWordsOpened(uint64,address)"
 
 
 def log(signature: str, topics: list[bytes], data: bytes) -> dict:
@@ -64,6 +66,22 @@ def test_reason_bytes_match_eth_abi(reason):
     data = abi_encode(REJECTED[1], [0, 1, reason])
     event = DECODER.decode(log(REJECTED[0], [word(7), word(int(WORKER, 16))], data))
     assert event.args["reasonCid"] == reference(REJECTED[1], data)[2]
+
+
+@given(entries=st.lists(st.tuples(st.binary(min_size=20, max_size=20).map(lambda b: "0x" + b.hex()),
+                                  st.integers(0, 2**32 - 1), st.integers(0, 2**192 - 1) | st.just(0)), max_size=8))
+def test_settled_words_match_eth_abi_restating_entries_included(entries):
+    """AnswersSettled's SettledWord[] (entries with bits 0 restate earlier words) as eth-abi reads it."""
+    data = abi_encode(SETTLED[1], [entries])
+    event = DECODER.decode(log(SETTLED[0], [word(7), word(2)], data))
+    (expected,) = abi_decode(SETTLED[1], data)
+    assert event.args["settled"] == [{"worker": to_checksum_address(w), "wordIndex": i, "bits": b}
+                                     for w, i, b in expected]
+
+
+def test_settled_words_opened_is_read_from_its_topics():
+    event = DECODER.decode(log(OPENED, [word(9), word(int(WORKER, 16))], b""))
+    assert (event.name, event.args) == ("SettledWordsOpened", {"batchId": 9, "worker": to_checksum_address(WORKER)})
 
 
 def test_doubtful_data_is_left_to_eth_abi():

@@ -3,6 +3,8 @@ claims and the money they move, equal to the escrow's own state, through reorgan
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 from indexer_history import (  # noqa: F401  (fixtures)
     actors,
@@ -38,7 +40,7 @@ def test_settlements_claims_and_money_match_the_escrow(actors, database_url):
     w1, w2, w3 = (actors.address(k) for k in actors.workers)
 
     settlements = {(s["batch_id"], s["sequence"]): s for s in index["indexed_settlements"]}
-    assert sorted(settlements) == [(eth_batch, 1), (eth_batch, 2), (usdc_batch, 1)]
+    assert sorted(settlements) == [(eth_batch, 1), (eth_batch, 2), (usdc_batch, 1), (usdc_batch, 2)]
     for (batch_id, _), s in settlements.items():
         reward, fee = escrow.batch(batch_id).call()[7:9]
         assert (s["amount"], s["relay_fees"]) == (s["answers"] * reward, s["answers"] * fee)
@@ -47,22 +49,44 @@ def test_settlements_claims_and_money_match_the_escrow(actors, database_url):
                                                      latest["cumulative_total"]]
     assert latest["manifest_cid"].startswith("bafk") and latest["answers"] == 1
     assert settlements[(usdc_batch, 1)]["poster"] == w2
+    assert (settlements[(usdc_batch, 1)]["answers"], settlements[(usdc_batch, 2)]["answers"]) == (4, 1)
 
     settled = {(a["batch_id"], a["worker"], a["task_index"]): a["sequence"]
                for a in index["indexed_settled_answers"]}
     assert settled == {(eth_batch, w2, 1): 1, (eth_batch, w3, 3): 1, (eth_batch, w1, 3): 1,
                        (eth_batch, w2, 2): 2, (usdc_batch, w1, 5): 1, (usdc_batch, w1, 6): 1,
-                       (usdc_batch, w2, 7): 1}
-    for batch_id, worker, task in settled:
-        assert escrow.isSettled(batch_id, worker, task).call()
-    assert not escrow.isSettled(usdc_batch, w3, 5).call()  # w3's answer to task 5 went the direct way
-    assert any(a["batch_id"] == usdc_batch and a["worker"] == w3 and a["task_index"] == 5
-               for a in index["indexed_answers"])
+                       (usdc_batch, w1, 195): 1, (usdc_batch, w2, 7): 1, (usdc_batch, w1, 8): 2}
+    # The second USDC settlement restates w1's word 1 (task 195) with no bits: logged, no row.
+    restating = [e["args"]["settled"] for e in index["chain_events"] if e["name"] == "AnswersSettled"
+                 and e["args"]["batchId"] == usdc_batch and e["args"]["sequence"] == 2]
+    assert restating == [[{"worker": w1, "wordIndex": 0, "bits": 1 << 8}, {"worker": w1, "wordIndex": 1, "bits": 0}]]
+    for batch_id in batches:  # the escrow's settled counts are the rows' (its words are sealed digests)
+        reward = escrow.batch(batch_id).call()[7]
+        for worker in (w1, w2, w3):
+            rows = sum(1 for b, w, _ in settled if (b, w) == (batch_id, worker))
+            assert escrow.earningsOf(batch_id, worker).call()[0] == rows * reward
+
+    # w2's words in the USDC batch: sealed (its answer to task 9 skipped), opened, then task 9 is
+    # accepted on the direct path and its settled task 7 skipped as already answered.
+    (opened,) = index["indexed_settled_words_opened"]
+    (log,) = [e for e in index["chain_events"] if e["name"] == "SettledWordsOpened"]
+    assert opened == {"chain_id": chain.chain_id, "batch_id": usdc_batch, "worker": w2,
+                      "opened_block": log["block_number"], "opened_tx": log["transaction_hash"],
+                      "opened_log_index": log["log_index"]}
+    skipped = [(e["args"]["taskIndex"], e["args"]["reason"], e["block_number"]) for e in index["chain_events"]
+               if e["name"] == "AnswerSkipped" and e["args"]["worker"] == w2]
+    sealed, already = 9, 6  # ITaskEscrow.SkipReason.SettlementSealed, AlreadyAnswered
+    assert [(task, reason) for task, reason, _ in skipped] == [(9, sealed), (7, already)]
+    assert skipped[0][2] < opened["opened_block"] < skipped[1][2]
+    direct = {(a["batch_id"], a["worker"], a["task_index"]) for a in index["indexed_answers"]}
+    assert (usdc_batch, w2, 9) in direct and (usdc_batch, w2, 7) not in direct
+    assert (usdc_batch, w3, 5) in direct  # w1's answer to task 5 was settled, w3's went the direct way
+    assert escrow.answerStatus(usdc_batch, w2, 9).call()[0] == 1  # pending
 
     claims = sorted((c["batch_id"], c["worker"], c["amount"], c["cumulative"]) for c in index["indexed_claims"])
     five_eth = 5 * 10**18
     assert claims == [(eth_batch, w2, five_eth, five_eth), (eth_batch, w2, five_eth, 2 * five_eth),
-                      (usdc_batch, w1, 2_000_000, 2_000_000)]
+                      (usdc_batch, w1, 3_000_000, 3_000_000)]
 
     for batch in index["indexed_batches"]:
         b = batch["batch_id"]
@@ -94,13 +118,14 @@ def test_reorg_of_settlements_leaves_tables_equal_to_canonical_chain(actors, dat
         actors.settle(actors.requester, batches[0], [(w2, 1), (w3, 3)])
         actors.claim(batches[0], w3)
         snapshot = rpc(chain.rpc_url, "evm_snapshot")
-        books = {b: dict(book, earnings=dict(book["earnings"])) for b, book in actors.books.items()}
+        books = copy.deepcopy(actors.books)
         actors.settle(actors.requester, batches[0], [(w1, 3)])
         actors.claim(batches[0], w1)
+        actors.open_settled(batches[0], w3)
     live = indexer(chain, database_url)
     live.catch_up()
     before = dump(database_url, chain.chain_id)
-    assert before["indexed_settlements"] and before["indexed_claims"]
+    assert before["indexed_settlements"] and before["indexed_claims"] and before["indexed_settled_words_opened"]
 
     assert rpc(chain.rpc_url, "evm_revert", snapshot)
     if fork_at == "before_settlements":
@@ -108,8 +133,9 @@ def test_reorg_of_settlements_leaves_tables_equal_to_canonical_chain(actors, dat
         actors.settle(actors.requester2, batches[1], [(w3, 9)])  # a different settlement, same sequence
     else:
         actors.books = books
-        actors.settle(actors.requester, batches[0], [(w2, 2), (w1, 2)])
+        actors.settle(actors.requester, batches[0], [(w2, 2), (w1, 2)])  # w2 again: restated
         actors.claim(batches[0], w2, sender=actors.relayer)
+        actors.open_settled(batches[0], w2)
     steps = []
     live.catch_up(on_step=steps.append)
     assert any(step.fork_block is not None for step in steps)

@@ -160,6 +160,7 @@ def test_settlement_digest_equals_eth_account_typed_data():
     rng = random.Random(11)
     domain = Domain(31337, "0x" + "ab" * 20)
     settled = tuple(SettledWord(_address(rng), rng.randrange(5), rng.randrange(2**192)) for _ in range(4))
+    settled += (SettledWord(settled[0].worker, 7, 0),)  # an entry restating an earlier word: no bits
     settlement = Settlement(rng.randrange(2**64), rng.randrange(1, 2**32), rng.randbytes(32),
                             rng.randrange(2**200), b"\x01\x55\x12\x20" + rng.randbytes(32), settled)
     signable = encode_typed_data(full_message=settlement.typed_data(domain))

@@ -44,17 +44,19 @@ def audit(h: History, **kwargs):
 
 @pytest.fixture(scope="module")
 def settled(anvil, keys, tmp_path_factory):
-    """Settlements beside the direct path on an ETH batch (two settled words, two settlements,
-    claims in between, a rejected direct answer settled later) and a USDC batch settled by a
-    worker, reclaimed with part of its pool still unclaimed."""
+    """Settlements beside the direct path on an ETH batch (two settled words, two settlements whose
+    second restates w1's and w2's earlier words, claims in between, a rejected direct answer
+    settled later, w3's sealed words opened so that its next answer takes the direct path) and a
+    USDC batch settled by a worker, reclaimed with part of its pool still unclaimed."""
     h = protocol(anvil, keys, tmp_path_factory.mktemp("settled-store"))
     requester_a, requester_b, relayer, w1, w2, w3, w4 = keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7]
 
     eth = h.create_batch(requester_a, tasks=200, answers_per_task=2, reward=REWARD, lifetime=3_000)
-    h.settle(requester_a, relayer, eth, [h.signed_answer(eth, t, w, f"eth {t} by {w[-4:]}".encode())
-                                         for w, t in ((w1, 0), (w1, 1), (w1, 2), (w1, 195), (w2, 0), (w2, 1))])
+    # Direct answers first: once settled, a worker's answers wait for its words to be opened.
     h.submit(relayer, [h.sign_answer(eth, 5, w2, b"direct 5"), h.sign_answer(eth, 0, w3, b"direct 0"),
                        h.sign_answer(eth, 3, w1, b"direct 3")])
+    h.settle(requester_a, relayer, eth, [h.signed_answer(eth, t, w, f"eth {t} by {w[-4:]}".encode())
+                                         for w, t in ((w1, 0), (w1, 1), (w1, 2), (w1, 195), (w2, 0), (w2, 1))])
     h.approve(requester_a, eth, [(w2, 5)])
     h.reject(requester_a, eth, [(w1, 3)])
     h.claim(relayer, eth, w1)
@@ -64,6 +66,10 @@ def settled(anvil, keys, tmp_path_factory):
                                          h.signed_answer(eth, 7, w3, b"eth 7")])
     h.claim(w1, eth, w1)
     h.claim(w3, eth, w3)
+    h.submit(relayer, [h.sign_answer(eth, 8, w3, b"direct 8")])  # skipped: w3's settled words are sealed
+    h.open_settled(w4, eth, w3)
+    h.submit(relayer, [h.sign_answer(eth, 8, w3, b"direct 8"), h.sign_answer(eth, 7, w3, b"again 7")])
+    h.approve(requester_a, eth, [(w3, 8)])
 
     token = h.w3.eth.contract(address=h.deployment.tokens["USDC"], abi=artifacts.load("TestStablecoin").abi)
     h.send(requester_b, token.functions.mint(address(requester_b), 1_000 * USDC))
@@ -79,10 +85,11 @@ def settled(anvil, keys, tmp_path_factory):
     h.release(relayer, eth, [(w3, 0)])
     h.release(relayer, usdc, [(w3, 1)])
     h.send(requester_b, h.escrow.functions.reclaim(usdc))
-    for key in (w1, w2, relayer):
+    for key in (w1, w2, w3, relayer):
         h.send(key, h.escrow.functions.withdraw(ETH))
     h.send(w4, h.escrow.functions.withdraw(token.address))
-    return {"history": h, "eth": eth, "usdc": usdc, "usdc_token": token.address}
+    return {"history": h, "eth": eth, "usdc": usdc, "usdc_token": token.address,
+            "w1": address(w1), "w2": address(w2), "w3": address(w3)}
 
 
 def test_honest_settlements_audit_clean(settled):
@@ -96,9 +103,13 @@ def test_honest_settlements_audit_clean(settled):
     assert usdc.locked_onchain == usdc.locked_replayed == USDC  # w1's unclaimed leaf, after the reclaim
     usdc_totals = report.tokens[settled["usdc_token"]]
     assert usdc_totals.owed_replayed == usdc_totals.balance
-    # 6 + 3 + 3 settled answers and 5 direct ones: every signature re-verified.
-    assert report.signatures_checked == 12 + 5
+    # 6 + 3 + 3 settled answers and 6 direct ones: every signature re-verified.
+    assert report.signatures_checked == 12 + 6
     assert len(report.settlements) == 3 and all(s.manifest_verified for s in report.settlements)
+    # w3's answer to task 8: skipped while its settled words were sealed, accepted once opened (its
+    # settled task 7 skipped again), approved; the second settlement restated earlier words.
+    assert (eth.submitted, eth.skipped, eth.approved) == (4, 2, 2)
+    assert report.worker_earnings[(ETH, settled["w3"])] == 3 * REWARD  # task 7 claimed, 8 approved, 0 released
 
 
 # -- a requester whose manifests disagree with the chain ------------------------------------------
@@ -224,7 +235,8 @@ def test_reports_show_settlements_and_follow_the_schema(settled, dishonest, tmp_
 
 
 def test_event_decoder_reads_settlement_events_as_web3_does(settled):
-    """SettlementPosted, AnswersSettled (a struct array) and EarningsClaimed from the real history."""
+    """SettlementPosted, AnswersSettled (a struct array, with restating entries of no bits),
+    EarningsClaimed and SettledWordsOpened from the real history."""
     h = settled["history"]
     url = h.w3.provider.endpoint_uri
     query = {"fromBlock": "0x0", "toBlock": "latest", "address": [h.escrow.address]}
@@ -232,6 +244,10 @@ def test_event_decoder_reads_settlement_events_as_web3_does(settled):
     assert_decoder_matches_web3(url, query, logs)
     decoded = EventDecoder(artifacts.load("TaskEscrow").abi).decode_all(logs)
     names = {e.name for e in decoded}
-    assert {"SettlementPosted", "AnswersSettled", "EarningsClaimed"} <= names
+    assert {"SettlementPosted", "AnswersSettled", "EarningsClaimed", "SettledWordsOpened"} <= names
     words = [w for e in decoded if e.name == "AnswersSettled" for w in e.args["settled"]]
     assert any(w["wordIndex"] == 1 for w in words)  # tasks 195/196: the second 192-task word
+    w1, w2 = settled["w1"], settled["w2"]
+    assert {"worker": w1, "wordIndex": 1, "bits": 0} in words and {"worker": w2, "wordIndex": 0, "bits": 0} in words
+    (opened,) = [e for e in decoded if e.name == "SettledWordsOpened"]
+    assert opened.args == {"batchId": settled["eth"], "worker": settled["w3"]}

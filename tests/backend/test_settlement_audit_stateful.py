@@ -1,15 +1,19 @@
 """Both payment paths on a real anvil, driven by hypothesis, audited after every run.
 
-Random sequences of: honest settlements (kempelen.protocol.settlement, as the SDK builds them),
-settlements that name an answer already on the direct path (the escrow must refuse them),
-claims, direct submissions (answers already settled among them: the escrow must skip those),
-approvals and rejections, time passing with releases, and withdrawals. After every step:
+Random sequences of: honest settlements (kempelen.protocol.settlement, as the SDK builds them,
+restating the earlier words of workers settled before), settlements that name an answer already
+on the direct path or a worker whose settled words were opened (the escrow must refuse them),
+openings of a worker's settled words, claims, direct submissions (the escrow must skip every
+answer of a worker whose settled words are sealed, and the settled ones of a worker whose words
+were opened), approvals and rejections, time passing with releases, and withdrawals. After
+every step:
 
 - the money invariant of ISettlement from the escrow's own views: its ETH balance ==
   funds + pending x reward + (settled - claimed) + the accounts' balances;
 - no worker has claimed more than reward x the answers it signed that the requester settled;
 - one answer, one path: no settled answer is pending or paid on the direct path, and no answer
-  the direct path accepted is settled.
+  the direct path accepted is settled (by the AnswersSettled events: the escrow keeps only a
+  digest of a worker's settled words until they are opened).
 
 At the end of every run the auditor must find the history clean. The default run is small
 (a few examples, well under a minute); `--slow` runs many more.
@@ -37,6 +41,8 @@ from kempelen.chain.anvil import Anvil
 from kempelen.chain.contracts import ETH, deploy_protocol
 from kempelen.ipfs.store import ContentStore
 from kempelen.protocol.events import submitted_answers
+from kempelen.protocol.sealed import SettledBook
+from kempelen.protocol.signing import SettledWord
 
 TASKS = [0, 1, 2, 95, 96, 191, 192, 199]  # across review groups (96) and settled words (192)
 REWARD, FEE, WINDOW = 10**15, 10**13, 600
@@ -64,18 +70,20 @@ def machine(h: History, keys: list[str]):
             assert rpc("evm_revert", [snapshot[0]])["result"]
             snapshot[0] = rpc("evm_snapshot", [])["result"]
             h.settled.clear()
+            h.books.clear()
             self.batch = h.create_batch(requester, tasks=200, answers_per_task=3, reward=REWARD, relay_fee=FEE,
                                         lifetime=100_000, review_window=WINDOW)
             self.direct: dict[tuple[str, int], bool] = {}  # (worker key, task) -> rejected
             self.fresh: set[tuple[str, int]] = set()  # submitted since time last passed: reviewable
             self.settled: set[tuple[str, int]] = set()  # signed by the worker, settled by the requester
+            self.opened: set[str] = set()  # worker keys whose settled words were opened
 
         def pairs(self, picks):
             return list(dict.fromkeys((workers[w], t) for w, t in picks))
 
         @rule(picks=st.lists(st.tuples(st.integers(0, 2), st.sampled_from(TASKS)), min_size=1, max_size=5))
         def settle(self, picks):
-            wanted = [p for p in self.pairs(picks) if p not in self.settled and not
+            wanted = [p for p in self.pairs(picks) if p not in self.settled and p[0] not in self.opened and not
                       (p in self.direct and not self.direct[p])]  # rejected direct answers may be settled
             if not wanted:
                 return
@@ -88,16 +96,41 @@ def machine(h: History, keys: list[str]):
         def settle_conflicting(self, picks):
             """A settlement naming an answer pending or paid on the direct path is refused."""
             taken = [p for p in self.pairs(picks) if p in self.direct and not self.direct[p]
-                     and p not in self.settled]
+                     and p not in self.settled and p[0] not in self.opened]
             if not taken:
                 return
             with pytest.raises(AssertionError, match="reverted"):  # History.settle records only successes
                 h.settle(requester, relayer, self.batch, [h.signed_answer(self.batch, t, w, b"both paths")
                                                           for w, t in taken])
 
+        @rule(worker=st.integers(0, 2), task=st.sampled_from(TASKS))
+        def settle_opened(self, worker, task):
+            """A worker whose settled words were opened cannot be settled again in the batch (the
+            escrow's digest check fails): sent as if its words were still sealed."""
+            key = workers[worker]
+            if key not in self.opened or (key, task) in self.settled or (key, task) in self.direct:
+                return
+            book = h.books[self.batch]
+            book.opened.discard(address(key))
+            try:
+                with pytest.raises(AssertionError, match="reverted"):
+                    h.settle(requester, relayer, self.batch, [h.signed_answer(self.batch, task, key, b"opened")])
+            finally:
+                book.opened.add(address(key))
+
+        @rule(worker=st.integers(0, 2))
+        def open_words(self, worker):
+            """Anyone opens a settled worker's words: its unsettled answers may take the direct path."""
+            key = workers[worker]
+            if key in self.opened or not any(w == key for w, _ in self.settled):
+                return
+            h.open_settled(relayer, self.batch, key)
+            self.opened.add(key)
+
         @rule(picks=st.lists(st.tuples(st.integers(0, 2), st.sampled_from(TASKS)), min_size=1, max_size=4))
         def submit(self, picks):
-            """Direct answers; those already settled are sent too and must be skipped."""
+            """Direct answers; those of workers whose settled words are sealed, and those already
+            settled, are sent too and must be skipped."""
             pairs = [p for p in self.pairs(picks) if p not in self.direct]
             if not pairs:
                 return
@@ -108,6 +141,8 @@ def machine(h: History, keys: list[str]):
             for w, t in pairs:
                 if (w, t) in self.settled:
                     assert (address(w), t) not in accepted, "a settled answer was accepted directly"
+                elif w not in self.opened and any(s == w for s, _ in self.settled):
+                    assert (address(w), t) not in accepted, "an answer of a sealed worker was accepted"
                 else:
                     assert (address(w), t) in accepted
                     self.direct[(w, t)] = False
@@ -173,9 +208,14 @@ def machine(h: History, keys: list[str]):
         def one_answer_one_path(self):
             for w, t in self.settled:
                 assert self.status(w, t) not in (PENDING, PAID)
+            logged = SettledBook.of(SettledWord(w["worker"], w["wordIndex"], w["bits"])
+                                    for e in h.escrow.events.AnswersSettled().get_logs(from_block=0)
+                                    if e.args.batchId == self.batch for w in e.args.settled)
+            assert {(a, t) for a, words in logged.words.items() for t in range(200)
+                    if logged.is_settled(a, t)} == {(address(w), t) for w, t in self.settled}
             for (w, t), rejected in self.direct.items():
                 if not rejected:
-                    assert not h.escrow.functions.isSettled(self.batch, address(w), t).call()
+                    assert not logged.is_settled(address(w), t)
 
         def teardown(self):
             if not hasattr(self, "batch"):

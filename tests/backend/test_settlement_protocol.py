@@ -19,6 +19,7 @@ from kempelen.ipfs.unixfs import file_cid
 from kempelen.protocol.cid import CID, raw_cid
 from kempelen.protocol.manifest import ManifestError, canonical_json
 from kempelen.protocol.merkle import EARNINGS_ENCODING, StandardMerkleTree, verify
+from kempelen.protocol.sealed import SettledBook
 from kempelen.protocol.settlement import (
     FORMAT,
     ManifestAnswer,
@@ -86,6 +87,27 @@ def test_second_settlement_is_cumulative_and_names_the_first():
     assert second.cumulative_total == 4 * REWARD and len(second.answers) == 2
     assert claim_for(second, WORKERS[1])[0] == REWARD  # carried over without new answers
     assert verify_manifest(second, first, settlement=settlement, previous_cid=second.previous) == []
+
+
+def test_later_settlement_restates_earlier_words_and_still_verifies():
+    """ISettlement's sealed settled words: a settlement paying a worker settled before restates
+    every earlier word of it (bits 0 where nothing is new); such entries pay nothing, and
+    verify_manifest judges the settlement by the entries that do."""
+    first_settlement, first = build(None, [signed(KEYS[0], 0), signed(KEYS[0], 200), signed(KEYS[1], 0)])
+    _, second = build(first, [signed(KEYS[0], 1), signed(KEYS[2], 5)])
+    book = SettledBook.of(first_settlement.settled)
+    posted = second.settlement(file_cid(second.to_json()), book)
+    assert {(w.worker, w.word_index, w.bits) for w in posted.settled} == {
+        (WORKERS[0], 0, 0b10), (WORKERS[0], 1, 0), (WORKERS[2], 0, 1 << 5)}
+    earlier = {(WORKERS[0], 0): 1, (WORKERS[0], 1): 1 << 8}  # settle's `before`, per entry
+    assert book.before(posted.settled) == [earlier.get((w.worker, w.word_index), 0) for w in posted.settled]
+    unrestated = second.settlement(file_cid(second.to_json()))
+    assert posted.answer_count() == unrestated.answer_count() == 2
+    assert posted.struct_hash() != unrestated.struct_hash()  # the requester signs the restating entries too
+    assert verify_manifest(second, first, settlement=posted, previous_cid=second.previous) == []
+    paying = tuple(SettledWord(w.worker, w.word_index, w.bits or 1) for w in posted.settled)  # restating entry pays
+    problems = verify_manifest(second, first, settlement=Settlement(**{**posted.__dict__, "settled": paying}))
+    assert any("settled words" in p for p in problems), problems
 
 
 def test_manifest_json_is_canonical_and_round_trips():

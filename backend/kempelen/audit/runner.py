@@ -96,7 +96,7 @@ def _audit(rpc_url: str, escrow: str, source: ContentSource, from_block: int, to
     settled, settlements = settlement_checks.settlement_findings(
         replay, manifests, settled_owners, signers[len(items):], verdicts, history.chain_id, history.escrow)
     claims = settlement_checks.claim_findings([c for c in replay.settlement.claims if c.batch in wanted], manifests)
-    claims += settlement_checks.requester_signature_findings(
+    claims += settlement_checks.settle_call_findings(
         [s for s in replay.settlement.settlements if s.batch in wanted], history.settle_calls, replay,
         history.chain_id, history.escrow)
     findings += paired + checks.signature_findings(owners, signers[:len(items)]) + content

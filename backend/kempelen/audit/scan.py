@@ -9,7 +9,9 @@ archive node for old ones; anvil --prune-history only for the latest).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from eth_abi import decode as abi_decode
 from eth_utils import is_address, to_checksum_address
@@ -24,15 +26,26 @@ from kempelen.protocol.signing import SettledWord, Settlement
 SUBMIT_SIGNATURE = "submitAnswers((uint64,uint32,bytes32,address)[],bytes[])"
 SUBMIT_SELECTOR = selector(SUBMIT_SIGNATURE)
 _BATCH_TYPE = "(address,uint40,uint32,uint8,address,uint32,uint32,uint128,uint128,uint128,uint64,bytes32)"
-SETTLE_TYPES = ["(uint64,uint32,bytes32,uint256,bytes,(address,uint32,uint256)[])", "bytes"]
+SETTLE_TYPES = ["(uint64,uint32,bytes32,uint256,bytes,(address,uint32,uint256)[])", "uint256[]", "bytes"]
 SETTLE_SELECTOR = selector(f"settle({','.join(SETTLE_TYPES)})")
+# TaskEscrow is OpenZeppelin Multicall: calls may arrive as multicall(bytes[]) of the escrow's own
+# calls (delegatecalls to itself, which call traces do not show as CALLs to the escrow).
+MULTICALL_SELECTOR = selector("multicall(bytes[])")
+MULTICALL_DEPTH = 4  # a multicall of multicalls of ...: deeper is not decoded
 SUBMISSION_EVENTS = ("AnswersSubmitted", "AnswerSkipped")
 REVIEW_EVENTS = ("AnswersApproved", "AnswersRejected", "AnswersReleased")
 
 # (batchId, taskIndex, answerDigest, worker) and the signature bytes, as relayed in calldata.
 CalldataAnswer = tuple[tuple[int, int, bytes, str], bytes]
-# A settlement as posted with `settle`, and the requester's signature over it.
-SettleCall = tuple[Settlement, bytes]
+
+
+class SettleCall(NamedTuple):
+    """A settlement as posted with `settle`, the worker's earlier bits it passed per entry
+    (`before`, unsigned), and the requester's signature over the settlement."""
+
+    settlement: Settlement
+    before: tuple[int, ...]
+    signature: bytes
 
 
 @dataclass
@@ -75,6 +88,22 @@ def parse_address(text: str, what: str = "--escrow") -> str:
     return to_checksum_address(text)
 
 
+def unwrap_multicall(decode: Callable[[bytes], list | None], data: bytes, depth: int = 0) -> list | None:
+    """`decode` of a call, or of every call a multicall(bytes[]) carries (concatenated); None if
+    none of them is one `decode` reads."""
+    if data[:4] != MULTICALL_SELECTOR:
+        return decode(data)
+    if depth >= MULTICALL_DEPTH:
+        return None
+    try:
+        (calls,) = abi_decode(["bytes[]"], data[4:])
+    except Exception:  # noqa: BLE001 - eth-abi raises many unrelated types on malformed input
+        return None
+    found = [unwrap_multicall(decode, bytes(call), depth + 1) for call in calls]
+    found = [item for items in found if items is not None for item in items]
+    return found or None
+
+
 def decode_submit_calldata(data: bytes) -> list[CalldataAnswer] | None:
     """The answers and signatures of one submitAnswers call; None if it is not one."""
     if data[:4] != SUBMIT_SELECTOR:
@@ -90,15 +119,15 @@ def decode_submit_calldata(data: bytes) -> list[CalldataAnswer] | None:
 
 
 def decode_settle_calldata(data: bytes) -> list[SettleCall] | None:
-    """The settlement and signature of one `settle` call; None if it is not one."""
+    """The settlement, `before` and signature of one `settle` call; None if it is not one."""
     if data[:4] != SETTLE_SELECTOR:
         return None
     try:
-        (batch_id, sequence, root, total, manifest, words), signature = abi_decode(SETTLE_TYPES, data[4:])
+        (batch_id, sequence, root, total, manifest, words), before, signature = abi_decode(SETTLE_TYPES, data[4:])
     except Exception:  # noqa: BLE001 - eth-abi raises many unrelated types on malformed input
         return None
     settled = tuple(SettledWord(checksum(worker), index, bits) for worker, index, bits in words)
-    return [(Settlement(batch_id, sequence, root, total, manifest, settled), signature)]
+    return [SettleCall(Settlement(batch_id, sequence, root, total, manifest, settled), tuple(before), signature)]
 
 
 class Scanner:
@@ -195,7 +224,7 @@ class Scanner:
             for calls, decode, kept in ((wanted, decode_submit_calldata, submissions),
                                         (settles, decode_settle_calldata, settle_calls)):
                 if tx_hash in calls:
-                    direct = decode(bytes.fromhex(tx["input"][2:])) if to == self.escrow else None
+                    direct = unwrap_multicall(decode, bytes.fromhex(tx["input"][2:])) if to == self.escrow else None
                     kept[tx_hash] = direct if direct is not None else self._traced(tx_hash, decode)
         self.decode_seconds += time.perf_counter() - began
         return submissions, senders, settle_calls
@@ -212,7 +241,7 @@ class Scanner:
             frame = stack.pop(0)
             to = frame.get("to")
             if to and to_checksum_address(to) == self.escrow and frame.get("type") == "CALL":
-                decoded = decode(bytes.fromhex(frame.get("input", "0x")[2:]))
+                decoded = unwrap_multicall(decode, bytes.fromhex(frame.get("input", "0x")[2:]))
                 if decoded is not None and not frame.get("error"):
                     found.extend(decoded)
             stack[0:0] = frame.get("calls") or []

@@ -7,7 +7,8 @@ must recover to its worker (re-verified here, in the audit's recovery pool, like
 answers); every leaf must be exactly the worker's validly signed, settled answers x reward; and
 every claim must be a leaf of the root in force when it was made. The requester's signature
 on the settlement itself is recovered from the `settle` calldata, as the escrow did, and must
-be the batch's requester's. The manifest's own rules
+be the batch's requester's; the calldata's unsigned `before` must be the workers' earlier
+settled words (ISettlement's sealed settled words). The manifest's own rules
 (earnings arithmetic, tree, links between manifests) are judged by the protocol module's
 verify_manifest, whose reasons a `settlement_manifest_unsound` finding carries.
 """
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from kempelen.audit.content import ContentSource, file_verdict
 from kempelen.audit.model import CONTENT, NOTICE, PAYOUTS, SIGNATURES, Finding, SettlementSummary
 from kempelen.audit.replay import Replay
+from kempelen.audit.scan import SettleCall
 from kempelen.audit.settlement_replay import ClaimRef, SettlementRef
 from kempelen.errors import InvalidCID, KempelenError
 from kempelen.protocol.cid import CID, raw_cid
@@ -166,10 +168,14 @@ def claim_findings(claims: list[ClaimRef], loaded: list[LoadedManifest]) -> list
     return findings
 
 
-def requester_signature_findings(settlements: list[SettlementRef], settle_calls: dict[str, list | None],
-                                 replay: Replay, chain_id: int, escrow: str) -> list[Finding]:
-    """Each settlement was signed by its batch's requester: recovered from the calldata that posted
-    it under this chain's and escrow's domain, not taken from the escrow's word."""
+def settle_call_findings(settlements: list[SettlementRef], settle_calls: dict[str, list[SettleCall] | None],
+                         replay: Replay, chain_id: int, escrow: str) -> list[Finding]:
+    """Each settlement as its `settle` call carried it: signed by its batch's requester (recovered
+    from the calldata that posted it under this chain's and escrow's domain, not taken from the
+    escrow's word), and with `before`, which nobody signs, equal to each entry's worker's bits
+    settled earlier in that word as the batch's AnswersSettled events give them (the escrow held
+    `before` to the worker's digest; a different one means it accepted words that were not the
+    worker's, or the replay missed a settlement)."""
     domain, findings = Domain(chain_id, escrow), []
     for ref in settlements:
         calls = settle_calls.get(ref.event.transaction_hash)
@@ -178,13 +184,13 @@ def requester_signature_findings(settlements: list[SettlementRef], settle_calls:
                                     "settle call to the escrow found in its transaction: the requester's signature "
                                     "was not verified", **_where(ref)))
             continue
-        posted = [(settlement, signature) for settlement, signature in calls
-                  if (settlement.batch_id, settlement.sequence) == (ref.batch, ref.sequence)]
-        if not posted or not _is_posted(posted[0][0], ref):
+        posted = [call for call in calls if (call.settlement.batch_id, call.settlement.sequence) == (ref.batch,
+                                                                                                   ref.sequence)]
+        if not posted or not _is_posted(posted[0].settlement, ref):
             findings.append(Finding(SIGNATURES, "settlement_not_in_calldata", f"settlement {ref.sequence} as logged "
                                     "is not the one its transaction's settle call carries", **_where(ref)))
             continue
-        settlement, signature = posted[0]
+        settlement, before, signature = posted[0]
         requester = replay.batches[ref.batch].totals.requester
         try:
             signer = recover(domain.digest(settlement.struct_hash()), signature)
@@ -193,6 +199,13 @@ def requester_signature_findings(settlements: list[SettlementRef], settle_calls:
         if signer != requester:
             findings.append(Finding(SIGNATURES, "settlement_bad_requester_signature", f"settlement {ref.sequence} is "
                                     f"signed by {signer}, not the batch's requester {requester}", **_where(ref)))
+        if tuple(before) != ref.prior:
+            wrong = [(w.worker, w.word_index, b, p) for w, b, p in zip(ref.words, before, ref.prior) if b != p]
+            shown = "; ".join(f"{worker} word {index}: {b:#x}, its settled bits {p:#x}"
+                              for worker, index, b, p in wrong[:3]) or f"{len(before)} for {len(ref.prior)} entries"
+            findings.append(Finding(PAYOUTS, "settlement_prior_mismatch", f"settlement {ref.sequence} was posted "
+                                    f"with earlier words (`before`) that are not the workers' settled words: {shown}",
+                                    **_where(ref), worker=wrong[0][0] if wrong else None))
     return findings
 
 

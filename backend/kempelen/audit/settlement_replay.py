@@ -7,6 +7,20 @@ rules: an answer is paid by one path only (never settled while pending or paid o
 path, never accepted directly once settled), a settlement pays exactly the answers its
 AnswersSettled names at the batch's terms, and no claim reaches above the worker's settled
 answers x reward. Whether the manifests agree with all this is settlement_checks' job.
+
+Sealed settled words: the escrow keeps only a digest of each worker's settled words per batch,
+so the replay rebuilds the words from AnswersSettled and holds the escrow to the rules it
+enforces with that digest. Checked here, from events alone: a settlement's entries for a worker
+restate every word the worker already has (`restatement_missing`); an entry with no bits
+restates a word the worker does have (`restated_unsettled_word`); a worker whose words were
+opened (SettledWordsOpened) is never settled again in the batch (`settled_after_opening`); only
+a worker with settled words is opened, once (`opened_without_settlement`, `opened_twice`); and
+`submitAnswers` accepts no answer of a worker whose words are sealed, i.e. settled and not yet
+opened (`accepted_while_sealed`; one it accepts after the opening is fine unless that task was
+settled: `paid_by_both_paths`). Checked against `settle`'s calldata in settlement_checks: its
+unsigned `before` is the worker's earlier bits per entry (`settlement_prior_mismatch`). Not
+checked: the digest itself (no view returns it) and `openSettled`'s `words` argument (not in
+its event; the escrow refuses words that do not match the digest).
 """
 
 from __future__ import annotations
@@ -37,6 +51,8 @@ class SettlementRef:
     manifest_raw: bytes
     words: tuple[SettledWord, ...]
     previous: SettlementRef | None  # the batch's settlement before this one
+    # The worker's bits settled earlier in each entry's word: what `settle`'s `before` had to be.
+    prior: tuple[int, ...] = ()
 
     def pairs(self) -> list[tuple[str, int]]:
         """(worker, task) of every answer the settlement paid, in word order."""
@@ -66,6 +82,12 @@ class SettlementState:
     latest: dict[int, SettlementRef] = field(default_factory=dict)  # batch -> in force
     claims: list[ClaimRef] = field(default_factory=list)
     words: dict[tuple[int, int, str], tuple[SettledWord, ...]] = field(default_factory=dict)  # (batch, seq, tx)
+    priors: dict[tuple[int, int, str], tuple[int, ...]] = field(default_factory=dict)  # (batch, seq, tx)
+    # Sealed settled words: (batch, worker) -> word index -> bits settled so far, and the workers
+    # whose words were opened; sealed = settled and not opened (the escrow skips their answers).
+    settled_words: dict[tuple[int, str], dict[int, int]] = field(default_factory=dict)
+    opened: set[tuple[int, str]] = field(default_factory=set)
+    sealed: set[tuple[int, str]] = field(default_factory=set)
 
 
 class SettlementReplay:
@@ -81,7 +103,8 @@ class SettlementReplay:
         s.words[(batch_id, sequence, e.transaction_hash)] = words
         ledger = self.batches.get(batch_id)  # an unknown batch is reported by its SettlementPosted
         if ledger is None:
-            return
+            return  # (and its earlier settlements are unknown: no restatement to check either)
+        s.priors[(batch_id, sequence, e.transaction_hash)] = self._restatements(e, batch_id, sequence, words)
         totals = ledger.totals
         for word in words:
             for task in word.task_indexes():
@@ -98,6 +121,55 @@ class SettlementReplay:
                                f"{direct.status} on the direct path", e, **where)
                 s.settled[key] = sequence
                 s.settled_count[(batch_id, word.worker)] += 1
+        for word in words:
+            if word.bits:
+                held = s.settled_words.setdefault((batch_id, word.worker), {})
+                held[word.word_index] = held.get(word.word_index, 0) | word.bits
+                if (batch_id, word.worker) not in s.opened:
+                    s.sealed.add((batch_id, word.worker))
+
+    def _restatements(self, e: Event, batch_id: int, sequence: int, words: tuple[SettledWord, ...]) -> tuple[int, ...]:
+        """The sealed-words rules of one settlement's entries (see the module's doc); returns each
+        entry's earlier bits of its worker, what the escrow's digest check needed as `before`."""
+        s = self.settlement
+        named: dict[str, set[int]] = {}
+        prior = []
+        for word in words:
+            named.setdefault(word.worker, set()).add(word.word_index)
+            earlier = s.settled_words.get((batch_id, word.worker), {}).get(word.word_index, 0)
+            prior.append(earlier)
+            if not word.bits and not earlier:
+                self._find(PAYOUTS, "restated_unsettled_word", f"settlement {sequence} restates word "
+                           f"{word.word_index} (tasks {word.word_index * 192}..{word.word_index * 192 + 191}) of the "
+                           "worker with no bits, but no answer of it was settled there",
+                           e, batch=batch_id, worker=word.worker)
+        for worker, indexes in named.items():
+            if (batch_id, worker) in s.opened:
+                self._find(PAYOUTS, "settled_after_opening", f"settlement {sequence} settles a worker whose "
+                           "settled words in the batch were opened: its answers take the direct path now",
+                           e, batch=batch_id, worker=worker)
+            missing = sorted(set(s.settled_words.get((batch_id, worker), {})) - indexes)
+            if missing:
+                self._find(PAYOUTS, "restatement_missing", f"settlement {sequence} pays the worker without "
+                           f"restating its earlier settled words {missing[:5]}: the escrow's digest check "
+                           "needs every one", e, batch=batch_id, worker=worker)
+        return tuple(prior)
+
+    def _on_SettledWordsOpened(self, e: Event) -> None:
+        """The worker's settled words are stored on-chain: no money moves, its answers may take the
+        direct path from now on (settled tasks excepted), and it cannot be settled again."""
+        ledger = self._batch(e)
+        if ledger is None:
+            return
+        s, key = self.settlement, (ledger.totals.batch, e.args["worker"])
+        where = {"batch": key[0], "worker": key[1]}
+        if key in s.opened:
+            self._find(PAYOUTS, "opened_twice", "the worker's settled words were opened again", e, **where)
+        elif not s.settled_words.get(key):
+            self._find(PAYOUTS, "opened_without_settlement", "settled words opened for a worker with no settled "
+                       "answer in the batch", e, **where)
+        s.opened.add(key)
+        s.sealed.discard(key)
 
     def _on_SettlementPosted(self, e: Event) -> None:
         ledger = self._batch(e)
@@ -141,8 +213,9 @@ class SettlementReplay:
         token = self._token(totals.token)
         token.relay_fees += fees
         token.settled += amount
+        prior = s.priors.pop((batch_id, sequence, e.transaction_hash), ())
         ref = SettlementRef(e, batch_id, sequence, a["poster"], a["root"], a["cumulativeTotal"], amount, fees,
-                            answers, a["manifestCid"], words, previous)
+                            answers, a["manifestCid"], words, previous, prior)
         s.settlements.append(ref)
         s.latest[batch_id] = ref
 
@@ -184,8 +257,13 @@ class SettlementReplay:
         s.claims.append(ClaimRef(e, totals.batch, worker, amount, cumulative, in_force))
 
     def _check_not_settled(self, e: Event, batch_id: int, worker: str, task: int) -> None:
-        """A direct answer the settlement path already paid (the escrow should have skipped it)."""
+        """A direct answer the settlement path already paid, or one of a worker whose settled words
+        are sealed (the escrow should have skipped either)."""
         sequence = self.settlement.settled.get((batch_id, worker, task))
         if sequence is not None:
             self._find(PAYOUTS, "paid_by_both_paths", f"answer accepted on the direct path after settlement "
                        f"{sequence} paid it", e, batch=batch_id, task=task, worker=worker)
+        elif (batch_id, worker) in self.settlement.sealed:
+            self._find(PAYOUTS, "accepted_while_sealed", "answer accepted on the direct path while the worker's "
+                       "settled words in the batch were sealed: the escrow cannot tell it from a settled one until "
+                       "they are opened (SkipReason.SettlementSealed)", e, batch=batch_id, task=task, worker=worker)

@@ -181,7 +181,9 @@ class IndexedSettlement(Base):
 
 
 class IndexedSettledAnswer(Base):
-    """One answer a settlement paid (a set bit of AnswersSettled): a worker's task, by sequence."""
+    """One answer a settlement paid (a set bit of AnswersSettled): a worker's task, by sequence.
+    Entries with no bits (a later settlement restating a worker's earlier words) pay nothing and
+    give no row."""
 
     __tablename__ = "indexed_settled_answers"
 
@@ -212,6 +214,23 @@ class IndexedClaim(Base):
     __table_args__ = (Index("ix_indexed_claims_worker", "chain_id", "worker"),)
 
 
+class IndexedSettledWordsOpened(Base):
+    """A worker whose settled words in a batch were opened (SettledWordsOpened): its other answers
+    can take the direct path from then on, and it can no longer be settled in the batch. Moves
+    no money. The words themselves are its `indexed_settled_answers` rows."""
+
+    __tablename__ = "indexed_settled_words_opened"
+
+    chain_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    worker: Mapped[str] = mapped_column(Address, primary_key=True)
+    opened_block: Mapped[int] = mapped_column(BigInteger)
+    opened_tx: Mapped[str] = mapped_column(Hash)
+    opened_log_index: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_indexed_settled_words_opened_worker", "chain_id", "worker"),)
+
+
 class IndexedBalance(Base):
     """What the escrow credited to an account (rewards, claims, relay fees, bonuses) and paid out."""
 
@@ -240,6 +259,7 @@ class IndexedReputation(Base):
 
 
 PROJECTION_TABLES = (IndexedBatch, IndexedAnswer, IndexedSettlement, IndexedSettledAnswer, IndexedClaim,
-                     IndexedBalance, IndexedReputation)
+                     IndexedSettledWordsOpened, IndexedBalance, IndexedReputation)
 # Rows that belong to one batch: a reorg deletes and rebuilds them for the batches it touched.
-BATCH_TABLES = (IndexedAnswer, IndexedSettlement, IndexedSettledAnswer, IndexedClaim, IndexedBatch)
+BATCH_TABLES = (IndexedAnswer, IndexedSettlement, IndexedSettledAnswer, IndexedClaim, IndexedSettledWordsOpened,
+                IndexedBatch)

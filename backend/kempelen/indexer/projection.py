@@ -42,6 +42,7 @@ AnswerKey = tuple[int, str, int]  # (batch_id, worker, task_index)
 BalanceKey = tuple[str, str]  # (token, account)
 SettlementKey = tuple[int, int]  # (batch_id, sequence)
 ClaimKey = tuple[int, str, int]  # (batch_id, worker, cumulative)
+OpenedKey = tuple[int, str]  # (batch_id, worker)
 
 
 def json_value(value: Any) -> Any:
@@ -103,7 +104,8 @@ def referenced_batches(rows: Iterable[dict]) -> set[int]:
 class Changes:
     """What a run of events does to the projections.
 
-    New batches, answers, settlements, settled answers and claims are complete rows;
+    New batches, answers, settlements, settled answers, claims and opened settled words are
+    complete rows;
     `batch_deltas` add to batches (counters) and overwrite their latest terms; `reviews` update
     answers submitted before this run.
     """
@@ -115,6 +117,7 @@ class Changes:
     settlements: dict[SettlementKey, dict] = field(default_factory=dict)
     settled_answers: dict[AnswerKey, dict] = field(default_factory=dict)
     claims: dict[ClaimKey, dict] = field(default_factory=dict)
+    opened: dict[OpenedKey, dict] = field(default_factory=dict)
     balances: dict[BalanceKey, list[int]] = field(default_factory=dict)  # [credited, withdrawn]
     reputation: dict[str, list[int]] = field(default_factory=dict)  # REPUTATION_COUNTERS order
 
@@ -285,7 +288,8 @@ class Projector:
         self._credit(terms.token, args["poster"], fees)
 
     def answers_settled(self, row: dict, args: dict) -> None:
-        """One row per set bit: bit b of word w settles task 192 * w + b."""
+        """One row per set bit: bit b of word w settles task 192 * w + b. An entry with no bits
+        only restates a worker's earlier word (ISettlement's sealed settled words): no row."""
         batch_id, sequence = int(args["batchId"]), int(args["sequence"])
         for entry in args["settled"]:
             word = SettledWord(entry["worker"], int(entry["wordIndex"]), int(entry["bits"]))
@@ -313,6 +317,15 @@ class Projector:
         delta["rewards_paid"] += amount
         self._credit(terms.token, worker, amount)
 
+    def settled_words_opened(self, row: dict, args: dict) -> None:
+        """The worker's settled words in the batch are stored on-chain: no money moves."""
+        batch_id, worker = int(args["batchId"]), args["worker"]
+        self.changes.opened.setdefault((batch_id, worker), {  # the escrow opens a worker once
+            "chain_id": self.chain_id, "batch_id": batch_id, "worker": worker,
+            "opened_block": row["block_number"], "opened_tx": row["transaction_hash"],
+            "opened_log_index": row["log_index"],
+        })
+
     def withdrawn(self, row: dict, args: dict) -> None:
         self._credit(args["token"], args["account"], int(args["amount"]), column=1)
 
@@ -339,6 +352,7 @@ _HANDLERS = {
     "SettlementPosted": Projector.settlement_posted,
     "AnswersSettled": Projector.answers_settled,
     "EarningsClaimed": Projector.earnings_claimed,
+    "SettledWordsOpened": Projector.settled_words_opened,
     "OutcomesRecorded": Projector.outcomes_recorded,
 }
 

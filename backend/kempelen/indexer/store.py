@@ -39,6 +39,7 @@ from kempelen.indexer.models import (
     IndexedClaim,
     IndexedReputation,
     IndexedSettledAnswer,
+    IndexedSettledWordsOpened,
     IndexedSettlement,
 )
 from kempelen.indexer.projection import (
@@ -156,8 +157,8 @@ class IndexStore:
         """Forget blocks above `fork_block`; returns how many events went with them.
 
         Balances and reputation are sums: the removed events' contributions are subtracted.
-        Batches and the rows that belong to them (answers, settlements, settled answers, claims)
-        hold latest states (status, extended deadline): the touched batches are rebuilt from
+        Batches and the rows that belong to them (answers, settlements, settled answers, claims,
+        opened settled words) hold latest states (status, extended deadline): the touched batches are rebuilt from
         the events that remain.
         """
         events, blocks = ChainEvent.__table__, IndexedBlock.__table__
@@ -181,7 +182,7 @@ class IndexStore:
                                       answers=rebuilt.answers, reviews=rebuilt.reviews,
                                       settlements=rebuilt.settlements,
                                       settled_answers=rebuilt.settled_answers,
-                                      claims=rebuilt.claims))
+                                      claims=rebuilt.claims, opened=rebuilt.opened))
         return len(removed)
 
     def _events(self, conn: Connection, condition) -> list[dict]:
@@ -214,6 +215,7 @@ class IndexStore:
         bulk_insert(conn, IndexedSettlement.__table__, list(changes.settlements.values()))
         bulk_insert(conn, IndexedSettledAnswer.__table__, list(changes.settled_answers.values()))
         bulk_insert(conn, IndexedClaim.__table__, list(changes.claims.values()))
+        bulk_insert(conn, IndexedSettledWordsOpened.__table__, list(changes.opened.values()))
         self._apply_sums(conn, IndexedBalance.__table__, ("token", "account"),
                          ("credited", "withdrawn"), changes.balances)
         self._apply_sums(conn, IndexedReputation.__table__, ("address",), REPUTATION_COUNTERS,
