@@ -1,5 +1,7 @@
 """The demo, short form: the whole story runs, and every unit of every deposit is accounted for."""
 
+import re
+
 from rich.console import Console
 
 from kempelen.chain.contracts import ETH
@@ -31,3 +33,6 @@ def test_demo_short_form_accounts_for_every_unit(tmp_path):
     text = console.export_text()
     assert "where every unit of value went" in text and "answers settled" in text
     assert "the safety valve" in text
+    # The settlement batch's fallen-back answers belong to workers with settled answers: their
+    # sealed words were opened before the direct path took the rest.
+    assert re.search(r"opened the sealed settled words of [1-9]\d* workers", text), text

@@ -12,6 +12,7 @@ import pytest
 from relay_helpers import ETH, create_batch, login, relay_client, signed_answer
 from sqlalchemy import select
 
+from kempelen.chain.settled import settled_history
 from kempelen.db import make_engine
 from kempelen.ipfs.store import ContentStore
 from kempelen.ipfs.unixfs import file_cid
@@ -74,9 +75,12 @@ def held_answers(relay, headers, batch_id) -> list[ManifestAnswer]:
 
 
 def settlement_body(chain, key, batch_id, answers, previous=None, store_dir=None, upload=True, relay=None,
-                    headers=None) -> dict:
+                    headers=None, book=None) -> dict:
+    """POST /settlements's body; `book` (the batch's SettledBook) restates earlier settled words."""
     settlement, manifest = build_settlement(previous, answers, domain=chain.domain, batch_id=batch_id,
                                             token=ETH, reward=REWARD, cid_of=file_cid)
+    if book is not None:
+        settlement = manifest.settlement(settlement.manifest_cid, book)
     if upload:
         reply = relay.post("/payloads?kind=settlement", content=manifest.to_json(), headers=headers)
         assert reply.status_code == 201, reply.text
@@ -213,3 +217,34 @@ def test_tampered_manifest_and_missing_relayer_are_refused(chain, keys, database
         reply = relay.post("/settlements", json=tampered)
         assert reply.status_code == 422 and "does not verify" in reply.json()["detail"]
         assert any("earnings of" in p for p in reply.json()["problems"])
+
+
+def test_a_later_settlement_posted_by_the_relay_restates_earlier_words(relay, submitter, chain, keys, tmp_path):
+    """The body carries the signed entries only: the relay refuses entries that do not restate the
+    worker's earlier words, and computes `settle`'s `before` from AnswersSettled itself."""
+    batch_id = settlement_batch(chain, keys, tmp_path / "store", fallback_in=86400, task_count=200)
+    for task in (195, 0):
+        relay.post("/answers", json=signed_answer(chain, keys[2], batch_id, task, b"x"))
+    requester = login(relay, keys[1], chain.chain_id)
+    late, early = sorted(held_answers(relay, requester, batch_id), key=lambda a: -a.task_index)
+    body = settlement_body(chain, keys[1], batch_id, [late], relay=relay, headers=requester)
+    first = body.pop("_manifest")
+    job_id = relay.post("/settlements", json=body).json()["job_id"]
+    run(submitter, lambda: relay.get(f"/jobs/{job_id}").json()["status"] == "mined")
+
+    unrestated = settlement_body(chain, keys[1], batch_id, [early], previous=first, relay=relay, headers=requester)
+    unrestated.pop("_manifest")
+    reply = relay.post("/settlements", json=unrestated)
+    assert reply.status_code == 422 and "must restate every earlier settled word" in reply.json()["detail"]
+
+    book = settled_history(chain, batch_id).book
+    body = settlement_body(chain, keys[1], batch_id, [early], previous=first, relay=relay, headers=requester,
+                           book=book)
+    body.pop("_manifest")
+    worker = address_of(keys[2])
+    assert [(w["word_index"], w["bits"]) for w in body["settled"]] == [(0, "1"), (1, "0")]
+    job_id = relay.post("/settlements", json=body).json()["job_id"]
+    run(submitter, lambda: relay.get(f"/jobs/{job_id}").json()["status"] == "mined")
+    assert settled_history(chain, batch_id).book.of_worker(worker) == {0: 1, 1: 1 << 3}
+    assert chain.escrow.functions.earningsOf(batch_id, worker).call() == [2 * REWARD, 0]
+    assert relay.post("/settlements", json=body).status_code == 422  # stale sequence: nothing queued

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from eth_utils import keccak
 from web3.logs import DISCARD
 
 from kempelen.chain.contracts import ETH, TransactionReverted
@@ -155,3 +156,40 @@ def test_approve_spanning_groups_and_workers_is_one_transaction(chain, keys, req
             call()
     assert chain.w3.eth.get_transaction_count(requester.signer.address) == nonce  # nothing was sent
     assert [a.status for a in requester.list_answers(batch.batch_id, "pending")] == ["pending"]
+
+
+def _deploy(chain, key, name, *args) -> str:
+    from kempelen.chain import artifacts
+
+    art = artifacts.load(name)
+    factory = chain.w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
+    return chain.transact(key, factory.constructor(*args)).contractAddress
+
+
+def test_erc20_funding_is_one_multicall_with_a_permit(chain, keys, requester, snapshot):
+    """permitDeposit + createBatch in one multicall: no approve transaction, no allowance left."""
+    usdc = chain.token(chain.deployment.tokens["USDC"])
+    escrow = chain.escrow.address
+    assert usdc.functions.allowance(requester.signer.address, escrow).call() == 0
+    nonce = chain.w3.eth.get_transaction_count(requester.signer.address)
+    wallet = usdc.functions.balanceOf(requester.signer.address).call()
+
+    batch = requester.create_batch([{"t": 1}, {"t": 2}], "0.05", token="USDC", answers_per_task=3, relay_fee="0.01")
+
+    assert chain.w3.eth.get_transaction_count(requester.signer.address) == nonce + 1
+    tx = chain.w3.eth.get_transaction("0x" + batch.tx_hash.removeprefix("0x"))
+    assert tx["to"] == escrow and bytes(tx["input"])[:4] == keccak(text="multicall(bytes[])")[:4]
+    assert batch.deposit == 2 * 3 * 60_000 and requester.batch(batch.batch_id)["funds"] == batch.deposit
+    assert wallet - usdc.functions.balanceOf(requester.signer.address).call() == batch.deposit
+    assert usdc.functions.allowance(requester.signer.address, escrow).call() == 0  # the permit was spent exactly
+
+
+def test_a_token_without_permit_is_approved_then_deposited(chain, keys, requester, snapshot):
+    plain = chain.token(_deploy(chain, keys[0], "FeeOnTransferToken", 0))  # no fee, no EIP-2612 permit
+    chain.transact(keys[1], plain.functions.mint(requester.signer.address, 10**18))
+    nonce = chain.w3.eth.get_transaction_count(requester.signer.address)
+
+    batch = requester.create_batch([{"t": 1}], "0.1", token=plain.address)
+
+    assert chain.w3.eth.get_transaction_count(requester.signer.address) == nonce + 2  # approve, createBatch
+    assert requester.batch(batch.batch_id)["funds"] == batch.deposit == 10**17

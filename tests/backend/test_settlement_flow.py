@@ -9,8 +9,10 @@ import json
 import pytest
 from _waiting import wait_for
 from typer.testing import CliRunner
+from web3.logs import DISCARD
 
 from kempelen.chain.contracts import ETH, Chain
+from kempelen.chain.settled import settled_history
 from kempelen.cli import app
 from kempelen.protocol.cid import CID
 from kempelen.protocol.settlement import SettlementManifest, verify_manifest
@@ -177,9 +179,55 @@ def test_safety_valve_sends_unsettled_answers_direct_and_refuses_to_settle_them(
     before = escrow_balance(chain, ETH, carol.address)
     requester.release(batch.batch_id, [(carol.address, 1), (carol.address, 2)])
     assert escrow_balance(chain, ETH, carol.address) - before == 2 * REWARD_ETH
-    assert chain.escrow.functions.isSettled(batch.batch_id, carol.address, 0).call()
     assert carol.claim([batch.batch_id]).credited == REWARD_ETH
     assert CID.parse(settlement_records(chain, batch.batch_id)[-1].manifest_cid)
+
+    # carol's settled words were sealed: the relay opened them (openSettled) before sending her
+    # answers 1 and 2 direct; her settled answer 0 stays settled and the direct path refuses it.
+    history = settled_history(chain, batch.batch_id)
+    assert history.book.opened == {carol.address} and history.book.of_worker(carol.address) == {0: 0b1}
+    assert history.is_settled(carol.address, 0) and not history.is_settled(carol.address, 1)
+    again = sign_answer(chain.domain, carol.signer, batch.batch_id, 0, {"label": "c"})
+    receipt = submit_direct(chain, Signer(stack.keys[9]), [again])
+    (skipped,) = chain.escrow.events.AnswerSkipped().process_receipt(receipt, errors=DISCARD)
+    assert skipped.args.reason == 6  # AlreadyAnswered
+    with pytest.raises(SettlementError, match="to task 2: on the direct path"):
+        requester.settle(batch.batch_id, answers=[(carol.address, 2)])
+
+
+def test_later_settlements_restate_earlier_words_through_the_sdk_and_the_relay(stack, chain):
+    """Workers with answers in two 192-task words: each settlement's signed entries restate every
+    earlier word of the workers it pays (bits 0), `before` comes from AnswersSettled (computed by
+    the SDK when it posts, by the relay when it does), and the claims add up."""
+    requester = requester_of(stack, chain, stack.keys[4])
+    erin, frank = worker_of(stack, chain, stack.keys[5]), worker_of(stack, chain, stack.keys[6])
+    batch = requester.create_batch([b"%d" % i for i in range(200)], "0.001", answers_per_task=2,
+                                   relay_fee="0.0001", settlement_fallback=2 * 86400, deadline=7 * 86400)
+    for worker, task in [(erin, 195), (erin, 0), (erin, 1), (frank, 0), (frank, 196)]:
+        answer(worker, batch.batch_id, task, "e")
+
+    requester.settle(batch.batch_id, answers=[(erin.address, 195), (frank.address, 0)])  # word 1, word 0
+    second = requester.settle(batch.batch_id, answers=[(erin.address, 0)])  # restates erin's word 1
+    third = requester.settle(batch.batch_id, via_relay=True)  # erin's task 1, frank's 196: restates frank's word 0
+
+    logged = [e.args.settled for e in chain.escrow.events.AnswersSettled().get_logs(
+        from_block=chain.deployment.deploy_block, argument_filters={"batchId": batch.batch_id})]
+    entries = [[(w["worker"], w["wordIndex"], w["bits"]) for w in settled] for settled in logged]
+    first_words = sorted([(erin.address, 1, 1 << 3), (frank.address, 0, 1)], key=lambda e: int(e[0], 16))
+    assert entries[0] == first_words
+    assert entries[1] == [(erin.address, 0, 1), (erin.address, 1, 0)]  # the restated word pays nothing
+    assert sorted(entries[2]) == sorted([(erin.address, 0, 0b10), (erin.address, 1, 0),
+                                         (frank.address, 0, 0), (frank.address, 1, 1 << 4)])
+    assert (second.sequence, second.answers, third.sequence, third.answers) == (2, 1, 3, 2)
+    assert third.manifest.earnings == {erin.address: 3 * REWARD_ETH, frank.address: 2 * REWARD_ETH}
+    book = settled_history(chain, batch.batch_id).book
+    assert book.of_worker(erin.address) == {0: 0b11, 1: 1 << 3} and book.of_worker(frank.address) == {0: 1, 1: 1 << 4}
+    assert not book.opened
+
+    with pytest.raises(SettlementError, match="nothing to settle"):
+        requester.settle(batch.batch_id)
+    assert erin.claim([batch.batch_id]).credited == 3 * REWARD_ETH
+    assert frank.claim([batch.batch_id], via_relay=True).credited == 2 * REWARD_ETH
 
 
 # ------------------------------------------------------------------------------ the command line

@@ -8,9 +8,11 @@ window (anvil's clock is advanced); workers withdraw without gas; the requester 
 rest; and the auditor checks every payment from the chain and the content alone.
 
 A third batch runs in settlement mode (docs/settlement.md): its answers wait at the relay, the
-requester pays them in two signed settlements the relay posts, workers claim their cumulative
-earnings with Merkle proofs in one relayed claimMany each, and the answers the requester never
-settled go the direct path at the fallback time and are auto-released: the safety valve.
+requester pays them in two signed settlements the relay posts (the second restating each paid
+worker's earlier settled words, which the escrow keeps only as a digest), workers claim their
+cumulative earnings with Merkle proofs in one relayed claimMany each, and the answers the
+requester never settled go the direct path at the fallback time, once the relay has opened the
+settled words of their workers, and are auto-released: the safety valve.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from kempelen.audit import run_audit
 from kempelen.audit.model import AuditReport
 from kempelen.audit.report import print_summary as print_audit_summary
 from kempelen.chain.contracts import Chain
+from kempelen.chain.settled import settled_history
 from kempelen.demo.tasks import LABELS, SimulatedWorker, Task, assign, make_tasks
 from kempelen.protocol.tasksets import task_sets
 from kempelen.sdk.amounts import format_amount, to_base_units
@@ -161,7 +164,7 @@ class Demo:
         _advance(chain, REVIEW_WINDOW + 60)
         for plan in plans:
             if plan.settlement:
-                self._fallback(plan, workers)
+                self._fallback(plan, chain, workers)
         for plan in direct:
             pending = requester.list_answers(plan.funded.batch_id, "pending")
             for start in range(0, len(pending), 150):
@@ -266,8 +269,10 @@ class Demo:
                  f"manifest of the signed answers it pays (latest {second.manifest_cid[:16]}...) and the Merkle "
                  f"root of every worker's cumulative earnings. The relay earned the relay fees.")
 
-    def _fallback(self, plan: BatchPlan, workers: dict[str, Worker], timeout: float = 120) -> None:
-        """Past the fallback time the relay sends the held answers no settlement paid direct."""
+    def _fallback(self, plan: BatchPlan, chain: Chain, workers: dict[str, Worker], timeout: float = 120) -> None:
+        """Past the fallback time the relay sends the held answers no settlement paid direct, after
+        opening the settled words of the workers who have some (the escrow skips a worker's answers
+        while its settled words are sealed)."""
         batch_id = plan.funded.batch_id
         started = time.monotonic()
         while time.monotonic() - started < timeout:
@@ -280,9 +285,11 @@ class Demo:
             raise TimeoutError(f"held answers of batch {batch_id} not sent after {timeout:.0f}s: {dict(statuses)}")
         if set(statuses) - {"settled", "onchain"}:
             raise RuntimeError(f"answers of batch {batch_id} ended {dict(statuses)}")
-        self.say(f"The fallback time of batch {batch_id} passed: the relay sent its {statuses['onchain']} "
-                 f"answers the requester never settled the direct path (submitAnswers), so the requester "
-                 f"must pay or reject them in the review window: the safety valve.")
+        opened = settled_history(chain, batch_id).book.opened
+        self.say(f"The fallback time of batch {batch_id} passed: the relay opened the sealed settled words of "
+                 f"{len(opened)} workers (openSettled: the escrow keeps only a digest of them until then), then "
+                 f"sent their {statuses['onchain']} answers the requester never settled the direct path "
+                 f"(submitAnswers), so the requester must pay or reject them in the review window: the safety valve.")
 
     def _claim(self, plan: BatchPlan, workers: dict[str, Worker]) -> None:
         claimed = []

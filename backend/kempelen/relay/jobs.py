@@ -1,8 +1,12 @@
-"""Relayed calls other than answers: settlements and claims anyone asked this relay to send.
+"""Relayed calls other than answers: settlements and claims anyone asked this relay to send, and
+the relay's own openSettled calls.
 
 The API checks a request (signature, manifest, a dry run against the escrow) and queues its
 calldata here; the submitter sends it with the relayer key beside its answer packs, so one
 process owns the key's nonces. Lifecycle: queued -> sent (tx_hash) -> mined | failed (error).
+An "open" job is queued by the submitter itself at a batch's fallback (relay/submitter.py
+release_held): `openSettled` of a worker whose settled words are sealed, so that its held answers
+can take the direct path; `requested_by` names that worker.
 Queued claims of several workers may share one claimMany transaction (relay/settlement.py
 merge_claims): each keeps its own job, and every job names the transaction that carries it.
 Every function takes an open Session or Connection and never commits.
@@ -18,7 +22,7 @@ from sqlalchemy import insert, select, update
 from kempelen.relay.models import RelayJob, utcnow
 
 jobs = RelayJob.__table__
-KINDS = ("settle", "claim")
+KINDS = ("settle", "claim", "open")
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,20 @@ def queued_claims(db, chain_id: int, limit: int = 1000) -> list[Job]:
     rows = db.execute(select(jobs).where(jobs.c.chain_id == chain_id, jobs.c.status == "queued",
                                          jobs.c.kind == "claim").order_by(jobs.c.id).limit(limit))
     return [_job(row) for row in rows]
+
+
+def opening(db, chain_id: int, batch_id: int) -> set[str]:
+    """Workers (lower-case) of the batch whose openSettled job is queued or sent."""
+    rows = db.execute(select(jobs.c.requested_by).where(
+        jobs.c.chain_id == chain_id, jobs.c.kind == "open", jobs.c.batch_id == batch_id,
+        jobs.c.status.in_(("queued", "sent"))))
+    return {worker.lower() for (worker,) in rows if worker}
+
+
+def set_calldata(db, job_id: int, calldata: bytes) -> None:
+    """A queued job's calldata brought up to date with the chain before it is sent (a settle's
+    unsigned `before`, an openSettled's words)."""
+    db.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status == "queued").values(calldata=calldata))
 
 
 def sent_in(db, tx_hashes: Sequence[str]) -> list[Job]:

@@ -102,16 +102,18 @@ class RelayTransaction(Base):
 
 
 class RelayJob(Base):
-    """A settle or claimMany call the relay was asked to send (its submitter sends it)."""
+    """A settle or claimMany call the relay was asked to send, or an openSettled its submitter
+    queued itself at a batch's fallback (its submitter sends them all)."""
 
     __tablename__ = "relay_jobs"
     __table_args__ = (Index("ix_relay_jobs_status_id", "status", "id"),)
 
     id: Mapped[int] = mapped_column(QueueId, primary_key=True, autoincrement=True)
     chain_id: Mapped[int] = mapped_column(BigInteger)
-    kind: Mapped[str] = mapped_column(String(16))  # settle|claim
-    batch_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # settle only
-    requested_by: Mapped[str | None] = mapped_column(String(42), nullable=True)  # claim: the worker
+    kind: Mapped[str] = mapped_column(String(16))  # settle|claim|open
+    batch_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # settle and open
+    # claim: the worker who asked; open: the worker whose settled words it opens
+    requested_by: Mapped[str | None] = mapped_column(String(42), nullable=True)
     calldata: Mapped[bytes] = mapped_column(LargeBinary)  # to the escrow
     status: Mapped[str] = mapped_column(String(16), default="queued")  # queued|sent|mined|failed
     tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)

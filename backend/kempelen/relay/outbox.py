@@ -255,11 +255,42 @@ def mark_settled(conn: Connection, chain_id: int, batch_id: int, paid: dict) -> 
     return len(updates)
 
 
-def release_held(conn: Connection, chain_id: int, batch_id: int, now: int) -> int:
-    """Held answers of the batch past their hold_until -> "accepted": the direct path."""
-    return conn.execute(
-        update(answers)
+def due_held(conn: Connection, chain_id: int, batch_id: int, now: int) -> list[tuple[int, str]]:
+    """(id, worker) of the batch's held answers past their hold_until, in queue order."""
+    rows = conn.execute(
+        select(answers.c.id, answers.c.worker)
         .where(answers.c.chain_id == chain_id, answers.c.batch_id == batch_id, answers.c.status == "held",
                answers.c.hold_until <= now)
-        .values(status="accepted")
+        .order_by(answers.c.id)
+    )
+    return [(r.id, r.worker) for r in rows]
+
+
+def release(conn: Connection, answer_ids: Iterable[int]) -> int:
+    """Held answers -> "accepted": the direct path."""
+    ids = list(answer_ids)
+    if not ids:
+        return 0
+    return conn.execute(
+        update(answers).where(answers.c.id.in_(ids), answers.c.status == "held").values(status="accepted")
+    ).rowcount
+
+
+def release_held(conn: Connection, chain_id: int, batch_id: int, now: int) -> int:
+    """Held answers of the batch past their hold_until -> "accepted": the direct path."""
+    return release(conn, [answer_id for answer_id, _ in due_held(conn, chain_id, batch_id, now)])
+
+
+def rehold(conn: Connection, answer_ids: Iterable[int]) -> int:
+    """Submitted answers the escrow skipped as SettlementSealed (their worker has settled words in
+    the batch, still sealed) -> "held" and due at once: the next release_held marks them settled
+    if a settlement paid them, else has the worker's words opened and sends them again."""
+    ids = list(answer_ids)
+    if not ids:
+        return 0
+    return conn.execute(
+        update(answers)
+        .where(answers.c.id.in_(ids), answers.c.status == "submitted")
+        .values(status="held", tx_hash=None, submitted_at=None, skip_reason=None,
+                hold_until=func.coalesce(answers.c.hold_until, 0))
     ).rowcount

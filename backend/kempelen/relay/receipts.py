@@ -15,9 +15,12 @@ log = logging.getLogger("kempelen.relay.submitter")
 # ITaskEscrow.SkipReason, by value.
 SKIP_REASONS = (
     "UnknownBatch", "PastDeadline", "TaskOutOfRange", "BadSignature", "WorkerBlocked",
-    "ReputationTooLow", "AlreadyAnswered", "TaskFull", "InsufficientFunds",
+    "ReputationTooLow", "AlreadyAnswered", "TaskFull", "InsufficientFunds", "SettlementSealed",
 )
 ALREADY_ANSWERED = "AlreadyAnswered"
+# The worker has settled answers in the batch whose words are still sealed (ISettlement): not a
+# final fate. The relay opens the words (openSettled) and sends the answer again.
+SETTLEMENT_SEALED = "SettlementSealed"
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from kempelen.errors import KempelenError
 from kempelen.protocol.events import submitted_answers
 from kempelen.relay.fees import Fees, suggest_fees
 from kempelen.relay.receipts import escrow_decoder
+from kempelen.relay.settlement import settled_history
 
 # Extra gas over eth_estimateGas: state can change between estimate and inclusion (another
 # relay's answers filling a task), and an out-of-gas revert would cost the whole pack.
@@ -196,8 +197,9 @@ class Relayer:
         return ANSWER_STATUSES[status]
 
     def is_settled(self, batch_id: int, worker: str, task_index: int) -> bool:
-        """Whether a requester's settlement paid the answer (ISettlement.isSettled)."""
-        return self.chain.escrow.functions.isSettled(batch_id, to_checksum_address(worker), task_index).call()
+        """Whether a requester's settlement paid the answer: the escrow keeps only a digest of
+        each worker's settled words, so the batch's AnswersSettled events answer it."""
+        return settled_history(self.chain, batch_id).book.is_settled(worker, task_index)
 
     def chain_time(self) -> int:
         """The latest block's timestamp: hold times are judged by the chain's clock."""

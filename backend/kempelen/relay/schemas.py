@@ -20,7 +20,9 @@ class ErrorBody(BaseModel):
 class Receipt(BaseModel):
     receipt_id: ReceiptId
     status: str = Field(description="accepted | submitted | onchain | skipped | approved | rejected "
-                                    "| released | paid; held | settled in settlement-mode batches")
+                                    "| released | paid; held | settled in settlement-mode batches (held also "
+                                    "while the escrow skips the answer as SettlementSealed: the relay opens "
+                                    "its worker's settled words, then sends it again)")
     batch_id: int
     task_index: int
     worker: Address

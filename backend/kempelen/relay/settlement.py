@@ -4,7 +4,10 @@ A batch whose manifest declares `"settlement": {"fallbackAt": t}` is paid by its
 signed settlements (docs/settlement.md). Its answers are stored "held": the submitter must not
 put them on-chain with submitAnswers while the requester may still settle them (`settle` would
 revert with SettlementAnsweredDirectly). At the fallback time the submitter marks the answers a
-settlement paid "settled" and sends the rest on the direct path: the safety valve.
+settlement paid "settled" and sends the rest on the direct path: the safety valve. The escrow
+keeps only a digest of each worker's settled words and skips a worker's answers while they are
+sealed, so the submitter first opens them (`openSettled`, an "open" job) for each worker that has
+some (kempelen.protocol.sealed, kempelen.chain.settled).
 """
 
 from __future__ import annotations
@@ -19,20 +22,25 @@ from eth_abi.exceptions import DecodingError
 from eth_utils import keccak, to_checksum_address
 
 from kempelen.chain.contracts import Chain
+from kempelen.chain.contracts import ChainUnavailable as KempelenChainUnavailable
+from kempelen.chain.settled import SettledHistory, SettledOn
+from kempelen.chain.settled import settled_history as _settled_history
 from kempelen.errors import InvalidCID
 from kempelen.ipfs.errors import ContentError
 from kempelen.ipfs.store import ContentStore
 from kempelen.protocol.cid import CID
 from kempelen.protocol.manifest import BatchManifest, ManifestError
 from kempelen.protocol.settlement import settled_words_of_event
-from kempelen.protocol.signing import Settlement
+from kempelen.protocol.signing import SettledWord, Settlement
 from kempelen.relay.batches import BatchCatalog, BatchInfo
 from kempelen.relay.errors import ChainUnavailable
 from kempelen.relay.receipts import escrow_decoder
 
 log = logging.getLogger("kempelen.relay.settlement")
 
-SETTLE_SIGNATURE = "settle((uint64,uint32,bytes32,uint256,bytes,(address,uint32,uint256)[]),bytes)"
+SETTLEMENT_TYPE = "(uint64,uint32,bytes32,uint256,bytes,(address,uint32,uint256)[])"
+SETTLE_SIGNATURE = f"settle({SETTLEMENT_TYPE},uint256[],bytes)"
+OPEN_SETTLED_SIGNATURE = "openSettled(uint64,address,uint256[])"
 CLAIM_MANY_SIGNATURE = "claimMany((uint64,address,uint256,bytes32[])[])"
 
 
@@ -82,43 +90,26 @@ def _manifest_fallback(store: ContentStore, cid: str | None) -> int | None:
         return None
 
 
-@dataclass(frozen=True)
-class SettledAnswer:
-    block_number: int
-    tx_hash: str
-
-
-def settled_answers(chain: Chain, batch_id: int, from_block: int | None = None) -> dict[tuple[str, int], SettledAnswer]:
-    """Every answer settlements of the batch paid, (worker lower-case, task) -> where, from the
-    escrow's AnswersSettled events."""
-    event = chain.escrow.events.AnswersSettled()
+def settled_history(chain: Chain, batch_id: int) -> SettledHistory:
+    """The batch's settled words (SettledBook: who has sealed or opened words) and where each
+    answer its settlements paid was settled, from the escrow's AnswersSettled and
+    SettledWordsOpened events; ChainUnavailable when the node does not answer."""
     try:
-        logs = chain.w3.eth.get_logs({
-            "address": chain.escrow.address, "topics": [event.topic, "0x" + batch_id.to_bytes(32, "big").hex()],
-            "fromBlock": chain.deployment.deploy_block if from_block is None else from_block,
-            "toBlock": "latest",
-        })
-    except Exception as exc:  # noqa: BLE001  (any RPC failure means "ask later")
-        raise ChainUnavailable(f"cannot read the settlements of batch {batch_id} ({type(exc).__name__})") from None
-    paid: dict[tuple[str, int], SettledAnswer] = {}
-    for raw in logs:
-        decoded = event.process_log(raw)
-        where = SettledAnswer(raw["blockNumber"], "0x" + bytes(raw["transactionHash"]).hex())
-        for word in settled_words_of_event(decoded.args.settled):
-            for task_index in word.task_indexes():
-                paid[(word.worker.lower(), task_index)] = where
-    return paid
+        return _settled_history(chain, batch_id)
+    except KempelenChainUnavailable as exc:
+        raise ChainUnavailable(str(exc)) from None
 
 
-def settled_in_receipt(receipt, escrow: str, tx_hash: str) -> dict[tuple[str, int], SettledAnswer]:
-    """The answers a mined settle transaction paid, from its AnswersSettled event (raw logs)."""
-    paid: dict[tuple[str, int], SettledAnswer] = {}
+def settled_in_receipt(receipt, escrow: str, tx_hash: str) -> dict[tuple[str, int], SettledOn]:
+    """The answers a mined settle transaction paid, from its AnswersSettled event (raw logs);
+    restating entries (bits 0) pay nothing."""
+    paid: dict[tuple[str, int], SettledOn] = {}
     for event in escrow_decoder().decode_all(receipt.logs):
         if event.address.lower() != escrow.lower() or event.name != "AnswersSettled":
             continue
         for word in settled_words_of_event(event.args["settled"]):
             for task_index in word.task_indexes():
-                paid[(word.worker.lower(), task_index)] = SettledAnswer(receipt.block_number, tx_hash)
+                paid[(word.worker.lower(), task_index)] = SettledOn(receipt.block_number, tx_hash)
     return paid
 
 
@@ -156,11 +147,40 @@ def latest_settlement(chain: Chain, batch_id: int) -> PostedSettlement | None:
                             raw["blockNumber"], "0x" + bytes(raw["transactionHash"]).hex())
 
 
-def settle_calldata(settlement: Settlement, signature: bytes) -> bytes:
-    """ABI-encoded `settle(settlement, signature)`."""
-    body = abi_encode(["(uint64,uint32,bytes32,uint256,bytes,(address,uint32,uint256)[])", "bytes"],
-                      [settlement.as_tuple(), signature])
+def settle_calldata(settlement: Settlement, before: list[int], signature: bytes) -> bytes:
+    """ABI-encoded `settle(settlement, before, signature)`."""
+    body = abi_encode([SETTLEMENT_TYPE, "uint256[]", "bytes"], [settlement.as_tuple(), list(before), signature])
     return keccak(text=SETTLE_SIGNATURE)[:4] + body
+
+
+def settle_of(calldata: bytes) -> tuple[Settlement, list[int], bytes]:
+    """(settlement, before, signature) of a `settle` calldata (the inverse of settle_calldata)."""
+    if calldata[:4] != keccak(text=SETTLE_SIGNATURE)[:4]:
+        raise ValueError("not a settle call")
+    try:
+        (batch_id, sequence, root, total, cid, settled), before, signature = abi_decode(
+            [SETTLEMENT_TYPE, "uint256[]", "bytes"], calldata[4:])
+    except DecodingError as exc:
+        raise ValueError(f"malformed settle: {exc}") from None
+    words = tuple(SettledWord(to_checksum_address(w), i, b) for w, i, b in settled)
+    return Settlement(batch_id, sequence, bytes(root), total, bytes(cid), words), list(before), bytes(signature)
+
+
+def open_settled_calldata(batch_id: int, worker: str, words: list[int]) -> bytes:
+    """ABI-encoded `openSettled(batchId, worker, words)`."""
+    body = abi_encode(["uint64", "address", "uint256[]"], [batch_id, to_checksum_address(worker), list(words)])
+    return keccak(text=OPEN_SETTLED_SIGNATURE)[:4] + body
+
+
+def open_settled_of(calldata: bytes) -> tuple[int, str, list[int]]:
+    """(batch id, worker, words) of an `openSettled` calldata."""
+    if calldata[:4] != keccak(text=OPEN_SETTLED_SIGNATURE)[:4]:
+        raise ValueError("not an openSettled call")
+    try:
+        batch_id, worker, words = abi_decode(["uint64", "address", "uint256[]"], calldata[4:])
+    except DecodingError as exc:
+        raise ValueError(f"malformed openSettled: {exc}") from None
+    return batch_id, to_checksum_address(worker), list(words)
 
 
 CLAIMS_TYPE = "(uint64,address,uint256,bytes32[])[]"

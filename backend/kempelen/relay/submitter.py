@@ -13,11 +13,12 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import groupby
 
 from sqlalchemy import Engine
 
+from kempelen.protocol.sealed import SettledBook, open_words
 from kempelen.relay import jobs, outbox
 from kempelen.relay.leader import LeadershipLost, SubmitterLock
 from kempelen.relay.nonces import NonceManager
@@ -30,10 +31,24 @@ from kempelen.relay.packing import (
     submit_calldata,
     unencodable,
 )
-from kempelen.relay.receipts import ALREADY_ANSWERED, AnswerOutcome, escrow_decoder, outcomes
+from kempelen.relay.receipts import (
+    ALREADY_ANSWERED,
+    SETTLEMENT_SEALED,
+    AnswerOutcome,
+    escrow_decoder,
+    outcomes,
+)
 from kempelen.relay.reconcile import chain_fate, resolve_orphans
 from kempelen.relay.relayer import Broadcast, PackReverts, Receipt, Relayer, SignedTx
-from kempelen.relay.settlement import merge_claims, settled_answers, settled_in_receipt
+from kempelen.relay.settlement import (
+    merge_claims,
+    open_settled_calldata,
+    open_settled_of,
+    settle_calldata,
+    settle_of,
+    settled_history,
+    settled_in_receipt,
+)
 
 log = logging.getLogger("kempelen.relay.submitter")
 
@@ -311,10 +326,19 @@ class Submitter:
         events = escrow_decoder().decode_all(receipt.logs)
         results = outcomes([(a.id, a.key) for a in pack], events, self.relayer.escrow)
         results = [self._already_ours(a, r) for a, r in zip(pack, results)]
+        # SettlementSealed is no fate: a settlement sealed the worker's words in the batch since
+        # the answer was released (or before a direct batch's answer came). Held again, the next
+        # release_held marks it settled or opens the worker's words and sends it again.
+        sealed = [r.answer_id for r in results if r.status == "skipped" and r.skip_reason == SETTLEMENT_SEALED]
         with self.engine.begin() as conn:
-            outbox.settle(conn, tx.tx_hash, results)
+            outbox.settle(conn, tx.tx_hash, [r for r in results if r.answer_id not in set(sealed)])
+            outbox.rehold(conn, sealed)
             outbox.set_transaction_status(conn, [tx.tx_hash], "mined", receipt.block_number)
             outbox.set_transaction_status(conn, siblings, "replaced")
+        if sealed:
+            log.info("%d answers of %s skipped as SettlementSealed: held again, to go direct once their "
+                     "workers' settled words are opened", len(sealed), tx.tx_hash)
+            self._next_hold_check = 0.0
         # "missing" answers stay submitted under a mined transaction: orphans, reconciled next.
         if any(r.status == "missing" for r in results):
             resolve_orphans(self.engine, self.relayer, self.chain_id)
@@ -337,7 +361,11 @@ class Submitter:
         """Held answers of settlement-mode batches: mark those a settlement paid "settled"; past
         their hold time, send the rest on the direct path (the safety valve). Settlements are
         looked up for due batches each time, and for every batch with held answers when
-        `scan_all` (each reconciliation), so receipts show "settled" without waiting."""
+        `scan_all` (each reconciliation), so receipts show "settled" without waiting.
+
+        A worker with settled words in the batch that are still sealed would have every answer
+        skipped (SettlementSealed): its due held answers wait, and an "open" job (openSettled)
+        is queued for it; once SettledWordsOpened is on-chain they are released like the rest."""
         with self.engine.connect() as conn:
             held = outbox.held_batches(conn, self.chain_id)
         if not held:
@@ -347,22 +375,40 @@ class Submitter:
             due = first_due <= now
             if not due and not scan_all:
                 continue
-            paid = settled_answers(self.relayer.chain, batch_id)
+            history = settled_history(self.relayer.chain, batch_id)
+            released, opening = 0, []
             with self.engine.begin() as conn:
-                settled = outbox.mark_settled(conn, self.chain_id, batch_id, paid)
-                released = outbox.release_held(conn, self.chain_id, batch_id, now) if due else 0
-            if settled or released:
-                log.info("batch %d: %d held answers settled, %d past their hold time sent direct",
-                         batch_id, settled, released)
+                settled = outbox.mark_settled(conn, self.chain_id, batch_id, history.paid)
+                if due:
+                    rows = outbox.due_held(conn, self.chain_id, batch_id, now)
+                    sealed = {w.lower() for _, w in rows if history.book.is_sealed(w)}
+                    released = outbox.release(conn, [i for i, w in rows if w.lower() not in sealed])
+                    opening = self._queue_opens(conn, batch_id, sealed, history.book)
+            if settled or released or opening:
+                log.info("batch %d: %d held answers settled, %d past their hold time sent direct%s",
+                         batch_id, settled, released,
+                         f"; opening the sealed settled words of {len(opening)} workers first" if opening else "")
+
+    def _queue_opens(self, conn, batch_id: int, sealed: set[str], book: SettledBook) -> list[str]:
+        """Queue openSettled for each sealed worker (lower-case) without one queued or sent."""
+        queued = sorted(sealed - jobs.opening(conn, self.chain_id, batch_id))
+        for worker in queued:
+            calldata = open_settled_calldata(batch_id, worker, open_words(book.of_worker(worker)))
+            jobs.add(conn, self.chain_id, "open", calldata, batch_id=batch_id, requested_by=worker)
+        return queued
 
     def send_job(self) -> bool:
-        """Send the oldest queued settle/claim job, a claim with every queued claim that can share
-        its claimMany (relay/settlement.py merge_claims); True if one was taken (sent or failed)."""
+        """Send the oldest queued settle/claim/open job, a claim with every queued claim that can
+        share its claimMany (relay/settlement.py merge_claims); True if one was taken (sent or failed)."""
         with self.engine.connect() as conn:
             job = jobs.next_queued(conn, self.chain_id)
             queued = jobs.queued_claims(conn, self.chain_id) if job is not None and job.kind == "claim" else []
         if job is None:
             return False
+        if job.kind in ("settle", "open"):
+            job = self._up_to_date(job)
+            if job is None:
+                return True
         group, calldata, gas = self._job_transaction(job, queued)
         if not group:
             return True
@@ -378,6 +424,34 @@ class Submitter:
             raise
         self._broadcast_new(signed, [], job_ids=ids)
         return True
+
+    def _up_to_date(self, job: jobs.Job) -> jobs.Job | None:
+        """The job with what the chain's settled words say now, whatever they said when it was
+        queued: a settle's unsigned `before`, an openSettled's words (the worker may have been
+        settled again since). None if it has become pointless (the worker's words were opened
+        meanwhile: failed, nothing sent)."""
+        try:
+            if job.kind == "settle":
+                settlement, _, signature = settle_of(job.calldata)
+                book = settled_history(self.relayer.chain, settlement.batch_id).book
+                calldata = settle_calldata(settlement, book.before(settlement.settled), signature)
+            else:
+                batch_id, worker, _ = open_settled_of(job.calldata)
+                book = settled_history(self.relayer.chain, batch_id).book
+                if not book.is_sealed(worker):
+                    with self.engine.begin() as conn:
+                        jobs.mark_done(conn, job.id, "failed", error=f"{worker}'s settled words in batch {batch_id} "
+                                       "are not sealed (opened meanwhile, or none): nothing to open")
+                    self._next_hold_check = 0.0
+                    return None
+                calldata = open_settled_calldata(batch_id, worker, open_words(book.of_worker(worker)))
+        except ValueError as exc:  # not the call its kind says: it goes as queued, and the escrow judges
+            log.error("%s job %d: %s", job.kind, job.id, exc)
+            return job
+        if calldata != job.calldata:
+            with self.engine.begin() as conn:
+                jobs.set_calldata(conn, job.id, calldata)
+        return replace(job, calldata=calldata)
 
     def _job_transaction(self, job: jobs.Job, queued: list[jobs.Job]) -> tuple[list[jobs.Job], bytes, int]:
         """The jobs one transaction carries, its calldata and gas: queued claims merged if the
@@ -419,6 +493,8 @@ class Submitter:
                                tx_hash=tx.tx_hash, error="the transaction reverted")
             if job is not None and job.kind == "settle" and job.batch_id is not None:
                 outbox.mark_settled(conn, self.chain_id, job.batch_id, paid)
+        if receipt.status == 1 and job is not None and job.kind == "open":
+            self._next_hold_check = 0.0  # its worker's held answers can go direct now
 
 
 def open_submitter(database_url: str, rpc_url: str, relayer_key: str, *,

@@ -173,11 +173,16 @@ class Requester:
         token = self.chain.token(token_address)
         allowance = token.functions.allowance(self.signer.address, escrow.address).call()
         if allowance < deposit:
-            # One transaction via EIP-2612 permit where the token supports it.
+            # One transaction where the token has an EIP-2612 permit: multicall([permitDeposit,
+            # createBatch]), both run as this requester (Multicall delegatecalls; not payable, so
+            # ERC-20 only). permitDeposit ignores a failed permit: createBatch then reverts on the
+            # allowance, and nothing is spent but gas.
             permit = self._sign_permit(token, deposit)
             if permit is not None:
+                calls = [escrow.encode_abi("permitDeposit", args=[token.address, deposit, *permit]),
+                         escrow.encode_abi("createBatch", args=[terms])]
                 return self.chain.transact(self.signer.private_key,
-                                           escrow.functions.createBatchWithPermit(terms, *permit))
+                                           escrow.functions.multicall([bytes.fromhex(c[2:]) for c in calls]))
             self.chain.transact(self.signer.private_key, token.functions.approve(escrow.address, deposit))
         return self.chain.transact(self.signer.private_key, escrow.functions.createBatch(terms))
 

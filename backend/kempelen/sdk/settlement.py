@@ -17,22 +17,27 @@ from eth_utils import to_checksum_address
 from web3.logs import DISCARD
 
 from kempelen.chain.contracts import Chain
+from kempelen.chain.settled import settled_history
 from kempelen.errors import KempelenError
 from kempelen.ipfs.unixfs import file_cid
 from kempelen.protocol.cid import CID
+from kempelen.protocol.sealed import SettledBook
 from kempelen.protocol.settlement import (
     ManifestAnswer,
     NotInSettlement,
     SettlementManifest,
     build_settlement,
     claim_for,
-    settled_words_of_event,
 )
-from kempelen.protocol.signing import Settlement, sign
+from kempelen.protocol.signing import SettledWord, Settlement, sign
 from kempelen.sdk.history import batch_answers
 from kempelen.sdk.relay_client import RelayClient
 
 Progress = Callable[[str], None]
+
+
+OPENED_REASON = ("its worker's settled words in this batch were opened (SettledWordsOpened): "
+                 "it takes the direct path and can no longer be settled")
 
 
 class SettlementError(KempelenError):
@@ -148,15 +153,7 @@ def settlement_records(chain: Chain, batch_id: int | None = None) -> list[Settle
 
 def settled_keys(chain: Chain, batch_id: int) -> set[tuple[str, int]]:
     """(worker lower-case, task) of every answer the batch's settlements paid."""
-    event = chain.escrow.events.AnswersSettled()
-    logs = chain.w3.eth.get_logs({"address": chain.escrow.address,
-                                  "topics": [event.topic, "0x" + batch_id.to_bytes(32, "big").hex()],
-                                  "fromBlock": chain.deployment.deploy_block, "toBlock": "latest"})
-    keys = set()
-    for raw in logs:
-        for word in settled_words_of_event(event.process_log(raw).args.settled):
-            keys |= {(word.worker.lower(), t) for t in word.task_indexes()}
-    return keys
+    return set(settled_history(chain, batch_id).paid)
 
 
 def load_manifest(fetch: Callable[[str], bytes], cid: str) -> SettlementManifest:
@@ -167,18 +164,26 @@ def load_manifest(fetch: Callable[[str], bytes], cid: str) -> SettlementManifest
 # ------------------------------------------------------------------------------ requesters
 
 
-def candidates(relay: RelayClient, chain: Chain, batch_id: int) -> tuple[list[SettlementCandidate], dict]:
+def candidates(relay: RelayClient, chain: Chain, batch_id: int,
+               book: SettledBook | None = None) -> tuple[list[SettlementCandidate], dict]:
     """The relay's held answers of the batch that neither a settlement nor the direct path has
-    taken, and why each other answer is out ((worker lower, task) -> reason)."""
+    taken, and why each other answer is out ((worker lower, task) -> reason). An answer of a
+    worker whose settled words were opened (SettledWordsOpened) is out too: the escrow no longer
+    settles that worker in the batch, its answers go the direct path. `book`: the batch's
+    settled words (read from the chain if not given)."""
     direct = {(a.worker.lower(), a.task_index): a.status for a in batch_answers(chain, batch_id)}
-    settled = settled_keys(chain, batch_id)
+    if book is None:
+        book = settled_history(chain, batch_id).book
+    opened = {w.lower() for w in book.opened}
     found, excluded = [], {}
     for row in relay.signed_answers(batch_id):
         key = (row["worker"].lower(), row["task_index"])
-        if key in settled or row["status"] == "settled":
+        if book.is_settled(row["worker"], row["task_index"]) or row["status"] == "settled":
             excluded[key] = "already settled"
         elif key in direct:
             excluded[key] = f"on the direct path (status {direct[key]})"
+        elif key[0] in opened:
+            excluded[key] = OPENED_REASON
         elif row["status"] != "held":
             excluded[key] = f"not held for settlement at the relay (status {row['status']})"
         else:
@@ -187,8 +192,10 @@ def candidates(relay: RelayClient, chain: Chain, batch_id: int) -> tuple[list[Se
                 bytes.fromhex(row["signature"][2:]), base64.b64decode(row["payload"]), row["payload_cid"], row["receipt_id"]))
     for key, status in direct.items():
         excluded.setdefault(key, f"on the direct path (status {status})")
-    for key in settled:
-        excluded.setdefault(key, "already settled")
+    for worker, words in book.words.items():
+        for word_index, bits in words.items():
+            for task_index in SettledWord(worker, word_index, bits).task_indexes():
+                excluded.setdefault((worker.lower(), task_index), "already settled")
     return found, excluded
 
 
@@ -225,8 +232,12 @@ def settle(requester, batch_id: int, *, answers: Iterable | None = None,
     if relay is None:
         raise SettlementError("settling reads the signed answers from a relay: pass relay=RelayClient(...)")
 
-    found, excluded = candidates(relay, chain, batch_id)
+    book = settled_history(chain, batch_id).book
+    found, excluded = candidates(relay, chain, batch_id, book)
     chosen = choose(found, excluded, answers, approve)
+    opened = sum(1 for reason in excluded.values() if reason == OPENED_REASON)
+    if opened:
+        say(f"{opened} held answers of workers whose settled words were opened go the direct path instead")
     say(f"{len(found)} answers held for settlement, {len(chosen)} chosen")
     if not chosen:
         raise SettlementError(f"nothing to settle in batch {batch_id}: " + (
@@ -245,25 +256,37 @@ def settle(requester, batch_id: int, *, answers: Iterable | None = None,
         if previous_cid is None:
             raise SettlementError(f"the last settlement of batch {batch_id} names no manifest CID")
         previous = load_manifest(requester.pinner.fetch, previous_cid)
-    settlement, manifest = build_settlement(
+    unsigned, manifest = build_settlement(
         previous, [c.manifest_answer() for c in chosen], domain=chain.domain, batch_id=batch_id,
         token=batch["token"], reward=batch["reward"], cid_of=file_cid, previous_cid=previous_cid,
         sequence=(records[-1].sequence + 1) if records else 1)
-    expected = CID.from_bytes(settlement.manifest_cid)
+    expected = CID.from_bytes(unsigned.manifest_cid)
+    try:
+        # The signed entries restate every earlier word of each worker paid (bits 0 where nothing
+        # is new): the escrow checks the unsigned `before` against the worker's digest.
+        settlement = manifest.settlement(expected, book)
+    except KempelenError as exc:  # an answer settled meanwhile, or a worker opened meanwhile
+        raise SettlementError(f"cannot settle batch {batch_id}: {exc}") from None
+    restated = sum(1 for w in settlement.settled if not w.bits)
     pinned = requester.pinner.pin(manifest.to_json(), kind="settlement")
     if pinned != expected:
         raise SettlementError(f"the store gave the manifest CID {pinned}, not {expected}: it does not add "
                               f"content as `ipfs add` does (raw leaves, CIDv1)")
     say(f"manifest {expected} pinned: sequence {settlement.sequence}, {len(chosen)} answers, "
-        f"cumulative total {settlement.cumulative_total}")
+        f"cumulative total {settlement.cumulative_total}"
+        + (f", {restated} earlier settled words restated" if restated else ""))
     signature = sign(chain.domain.digest(settlement.struct_hash()), requester.signer.private_key)
-    tx_hash = _post_settlement(chain, requester.signer.private_key, settlement, signature, via_relay, relay, say)
+    tx_hash = _post_settlement(chain, requester.signer.private_key, settlement, book.before(settlement.settled),
+                               signature, via_relay, relay, say)
     return PostedSettlement(batch_id, settlement.sequence, str(expected), len(chosen),
                             len(chosen) * batch["reward"], len(chosen) * batch["relayFee"], tx_hash, manifest)
 
 
-def _post_settlement(chain: Chain, key: str, settlement: Settlement, signature: bytes, via_relay: bool,
-                     relay: RelayClient, say: Progress) -> str:
+def _post_settlement(chain: Chain, key: str, settlement: Settlement, before: list[int], signature: bytes,
+                     via_relay: bool, relay: RelayClient, say: Progress) -> str:
+    """Sends `settle(settlement, before, signature)`, or has the relay send it: the relay computes
+    `before` itself from the chain's events when it sends (docs/relay.md), so the body carries
+    only what the requester signed."""
     if via_relay:
         body = {"batch_id": settlement.batch_id, "sequence": settlement.sequence,
                 "root": "0x" + settlement.root.hex(), "cumulative_total": str(settlement.cumulative_total),
@@ -274,7 +297,7 @@ def _post_settlement(chain: Chain, key: str, settlement: Settlement, signature: 
         job = relay.post_settlement(body)
         say(f"relay queued the settlement as job {job['job_id']}")
         return relay.wait_job(job["job_id"])["tx_hash"]
-    receipt = chain.transact(key, chain.escrow.functions.settle(settlement.as_tuple(), signature))
+    receipt = chain.transact(key, chain.escrow.functions.settle(settlement.as_tuple(), before, signature))
     events = chain.escrow.events.SettlementPosted().process_receipt(receipt, errors=DISCARD)
     if not events:
         raise SettlementError(f"transaction {receipt.transactionHash.hex()} posted no settlement")

@@ -9,7 +9,7 @@ from eth_utils import to_checksum_address
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
-from kempelen.errors import InvalidCID
+from kempelen.errors import InvalidCID, KempelenError
 from kempelen.ipfs.errors import ContentError
 from kempelen.protocol.cid import CID
 from kempelen.protocol.settlement import (
@@ -29,7 +29,12 @@ from kempelen.relay.errors import (
 )
 from kempelen.relay.relayer import PackReverts, Relayer
 from kempelen.relay.schemas import Address, Hex32, error_responses
-from kempelen.relay.settlement import claim_many_calldata, latest_settlement, settle_calldata
+from kempelen.relay.settlement import (
+    claim_many_calldata,
+    latest_settlement,
+    settle_calldata,
+    settled_history,
+)
 from kempelen.relay.state import RelayState
 from kempelen.relay.tasks import batch_or_404
 
@@ -66,7 +71,10 @@ class SettlementBody(BaseModel):
     root: Hex32
     cumulative_total: Uint256
     manifest_cid: str = Field(max_length=128)
-    settled: list[SettledWordBody]
+    settled: list[SettledWordBody] = Field(
+        description="the signed entries: the answers paid, and every earlier settled word of each worker paid "
+                    "restated with bits 0 (kempelen.protocol.sealed); `before` is not sent: the relay computes it "
+                    "from the batch's AnswersSettled events when it sends the settlement")
     signature: HexBytes = Field(description="the requester's EIP-712 signature of the Settlement")
 
     def settlement(self) -> Settlement:
@@ -142,14 +150,33 @@ def _check_settlement(state: RelayState, body: SettlementBody) -> tuple[Settleme
     return settlement, signature
 
 
+def _before(state: RelayState, settlement: Settlement) -> list[int]:
+    """`settle`'s unsigned `before` from the batch's settled words on-chain; refuses entries that
+    do not restate exactly the earlier words of the workers paid (the escrow would revert with
+    SettlementPriorMismatch), an answer already settled, and a worker whose words were opened."""
+    book = settled_history(state.chain, settlement.batch_id).book
+    paid = [w for w in settlement.settled if w.bits]
+    try:
+        expected = book.restated(paid)
+    except KempelenError as exc:
+        raise Refused(f"the escrow would revert: {exc}", reason=str(exc)) from None
+    if tuple(settlement.settled) != expected:
+        raise InvalidContent("the settled entries must restate every earlier settled word of each worker paid, "
+                             "with bits 0, and nothing else (SettledBook.restated in kempelen.protocol.sealed): "
+                             f"{len(expected)} entries expected, {len(settlement.settled)} given", field="settled")
+    return book.before(settlement.settled)
+
+
 @router.post("/settlements", status_code=202, responses=error_responses(401, 403, 404, 409, 422, 503))
 def post_settlement(body: SettlementBody, state: StateDep, db: SessionDep) -> dict:
     """Queue a requester-signed settlement for the relay to post with `settle` (it earns the
     batch's relay fee per settled answer). Checked first: the requester's signature, the manifest
-    (stored here, verifying against the settlement and the previous one) and a dry run."""
+    (stored here, verifying against the settlement and the previous one), the restated entries
+    and a dry run. The relay computes `settle`'s unsigned `before` from the chain's events, again
+    when it sends the settlement."""
     relayer = _relayer(state)
     settlement, signature = _check_settlement(state, body)
-    calldata = settle_calldata(settlement, signature)
+    calldata = settle_calldata(settlement, _before(state, settlement), signature)
     _dry_run(relayer, calldata)
     job_id = jobs.add(db, state.chain_id, "settle", calldata, batch_id=body.batch_id)
     return {"job_id": job_id, "status": "queued"}
