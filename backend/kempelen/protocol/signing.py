@@ -2,9 +2,9 @@
 
 The contract verifies with OpenZeppelin's EIP712/ECDSA; this module computes the same
 digests so the relay and the auditor can check signatures off-chain. It is cross-checked
-against eth-account's `encode_typed_data` and the contract's `answerHash` in the tests;
-we build digests directly because eth-account's generic encoder recovers ~150 signatures/s
-while this path, on coincurve, does thousands.
+against eth-account's `encode_typed_data` in the tests, and the contract tests have the escrow
+accept signatures made over these digests. We build digests directly because eth-account's
+generic encoder recovers ~150 signatures/s while this path, on coincurve, does thousands.
 """
 
 from __future__ import annotations
