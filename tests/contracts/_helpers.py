@@ -32,7 +32,8 @@ NONE, PENDING, PAID, REJECTED = range(4)
     ALREADY_ANSWERED,
     TASK_FULL,
     INSUFFICIENT_FUNDS,
-) = range(9)
+    SETTLEMENT_SEALED,  # the worker's settled words in the batch are sealed (ISettlement.openSettled)
+) = range(10)
 # IReputation.Outcome
 APPROVED_OUTCOME, REJECTED_OUTCOME, RELEASED_OUTCOME = range(3)
 
@@ -280,8 +281,12 @@ def fast_call(method, *args):
 _session = None
 
 
-def batch_call(calls):
-    """[(method, args), ...] -> results, all in one JSON-RPC batch of eth_calls (one round trip)."""
+REVERTED = object()  # batch_call's result of a call that reverted, with allow_revert
+
+
+def batch_call(calls, allow_revert=False):
+    """[(method, args), ...] -> results, all in one JSON-RPC batch of eth_calls (one round trip).
+    A call that fails raises, or with `allow_revert` gives REVERTED."""
     global _session
     if _session is None:
         import requests
@@ -300,6 +305,9 @@ def batch_call(calls):
     results = []
     for i, (method, args) in enumerate(calls):
         if "error" in responses[i]:
+            if allow_revert:
+                results.append(REVERTED)
+                continue
             raise AssertionError(f"{method._name}{args} failed: {responses[i]['error']}")
         results.append(method.decode_output(responses[i]["result"]))
     return results

@@ -1,14 +1,18 @@
 """Helpers of the settlement tests: a requester with a key (it signs settlements), settlements
-built from (worker, task) answers with kempelen.protocol (the code the relay and SDK use), and
-the money invariant extended with the claimable pools."""
+built from (worker, task) answers with kempelen.protocol (the code the relay and SDK use: signing,
+merkle, and sealed for the restated entries and `before` of later settlements), and the money
+invariant extended with the claimable pools."""
 
 from __future__ import annotations
 
+import brownie
+import pytest
 from _helpers import ETH, create_batch, locked_in_batches, terms, token_balance
-from brownie import accounts, chain
+from brownie import accounts, chain, web3
 from eth_hash.auto import keccak
 
 from kempelen.protocol.merkle import earnings_tree
+from kempelen.protocol.sealed import SettledBook, open_words
 from kempelen.protocol.signing import (
     Domain,
     SettledWord,
@@ -19,6 +23,14 @@ from kempelen.protocol.signing import (
 )
 
 SETTLEMENT_MANIFEST = bytes.fromhex("01551220") + keccak(b"settlement manifest")
+REWARD = 1_000_000  # settled_batch's defaults (_helpers.terms)
+RELAY_FEE = 10_000
+
+
+def reverts(error, *args):
+    """`with reverts("SettlementPriorMismatch", batch_id, worker): ...` (addresses lowercased)."""
+    parts = [a.lower() if isinstance(a, str) and a.startswith("0x") and len(a) == 42 else str(a) for a in args]
+    return brownie.reverts(f"{error}: {', '.join(parts)}")
 
 
 def requester_with_key(index: int = 0):
@@ -39,13 +51,16 @@ def settled_batch(escrow, requester, token=None, **overrides):
 
 
 class SettlementBook:
-    """What a requester's SDK keeps per batch: the answers settled so far and the last sequence."""
+    """What a requester's SDK keeps per batch: the answers settled so far, the last sequence, and
+    the batch's settled words as the escrow's digests see them (`sealed`, a SettledBook rebuilt
+    from the AnswersSettled and SettledWordsOpened events of what it posted)."""
 
     def __init__(self, escrow, batch_id, requester, reward):
         self.escrow, self.batch_id, self.requester, self.reward = escrow, batch_id, requester, reward
         self.answers: list[tuple[str, int]] = []
         self.sequence = 0
         self.tree = None
+        self.sealed = SettledBook()
 
     def earnings(self, answers=None) -> dict[str, int]:
         totals: dict[str, int] = {}
@@ -53,30 +68,69 @@ class SettlementBook:
             totals[str(worker)] = totals.get(str(worker), 0) + self.reward
         return totals
 
+    def entries(self, new_answers, checked=True) -> tuple[SettledWord, ...]:
+        """The signed entries paying `new_answers`: their words, plus every earlier word of the
+        workers they pay (restated with bits 0). `checked`: through SettledBook.restated, which
+        refuses answers already settled and opened workers; unchecked, the same entries for a
+        test that wants the escrow to refuse them."""
+        new = settled_words([(str(w), t) for w, t in new_answers])
+        if checked:
+            return self.sealed.restated(new)
+        return restate_unchecked(self.sealed, new)
+
     def build(self, new_answers, sequence=None, earnings=None, cumulative_total=None, settled=None,
-              manifest=SETTLEMENT_MANIFEST):
+              manifest=SETTLEMENT_MANIFEST, checked=True):
         """The next Settlement paying `new_answers` [(worker, task)], and its earnings tree.
         Overrides forge one field (earnings per worker, the total, the settled entries)."""
         pairs = [(str(w), t) for w, t in new_answers]
         every = self.answers + pairs
         tree = earnings_tree(earnings if earnings is not None else self.earnings(every))
         total = len(every) * self.reward if cumulative_total is None else cumulative_total
-        entries = tuple(settled_words(pairs)) if settled is None else tuple(settled)
+        entries = self.entries(pairs, checked) if settled is None else tuple(settled)
         seq = self.sequence + 1 if sequence is None else sequence
         return Settlement(self.batch_id, seq, tree.root, total, manifest, entries), tree
+
+    def before(self, settlement) -> list[int]:
+        """`settle`'s `before` for the settlement's entries (the workers' earlier bits)."""
+        return self.sealed.before(settlement.settled)
 
     def sign(self, settlement, signer=None, compact=False, chain_id=None) -> bytes:
         domain = Domain(chain.id if chain_id is None else chain_id, self.escrow.address)
         signature = sign(domain.digest(settlement.struct_hash()), (signer or self.requester).private_key)
         return to_compact(signature) if compact else signature
 
-    def post(self, new_answers, sender, **overrides):
-        """Builds, signs and posts the next settlement; records it on success."""
-        settlement, tree = self.build(new_answers, **overrides)
-        tx = self.escrow.settle(settlement.as_tuple(), self.sign(settlement), {"from": sender})
+    def send(self, settlement, sender, before=None, signature=None):
+        """Posts `settlement` as given (honest `before` and signature unless overridden), without
+        recording it: for the settlements a test expects the escrow to refuse."""
+        before = self.before(settlement) if before is None else list(before)
+        signature = self.sign(settlement) if signature is None else signature
+        return self.escrow.settle(settlement.as_tuple(), before, signature, {"from": sender})
+
+    def record(self, settlement, tree, tx, new_answers):
+        """Books a posted settlement: its answers, sequence, tree, and the words its
+        AnswersSettled event carries (what anyone rebuilds the digests from)."""
+        posted = [SettledWord(str(w), int(i), int(b)) for w, i, b in tx.events["AnswersSettled"]["settled"]]
+        assert posted == list(settlement.settled)
+        self.sealed.add(posted)
         self.answers += [(str(w), t) for w, t in new_answers]
         self.sequence = settlement.sequence
         self.tree = tree
+
+    def post(self, new_answers, sender, before=None, **overrides):
+        """Builds, signs and posts the next settlement; records it on success."""
+        settlement, tree = self.build(new_answers, **overrides)
+        tx = self.send(settlement, sender, before=before)
+        self.record(settlement, tree, tx, new_answers)
+        return tx
+
+    def words(self, worker) -> list[int]:
+        """openSettled's `words` for `worker`: all its settled words, dense from word 0."""
+        return open_words(self.sealed.of_worker(str(worker)))
+
+    def open(self, worker, sender):
+        """Opens `worker`'s settled words (anyone may); records it."""
+        tx = self.escrow.openSettled(self.batch_id, str(worker), self.words(worker), {"from": sender})
+        self.sealed.opened.add(str(worker))
         return tx
 
     def claim_args(self, worker):
@@ -84,6 +138,15 @@ class SettlementBook:
         index = next(i for i, (w, _) in enumerate(self.tree.values) if w.lower() == str(worker).lower())
         _, cumulative = self.tree.values[index]
         return self.batch_id, str(worker), cumulative, self.tree.proof(index)
+
+
+def restate_unchecked(sealed, new) -> tuple[SettledWord, ...]:
+    """SettledBook.restated without its refusals (answers already settled, opened workers)."""
+    by_key = {(int(e.worker, 16), e.word_index): e for e in new}
+    for worker in {str(e.worker) for e in new}:
+        for word_index in sealed.of_worker(worker):
+            by_key.setdefault((int(worker, 16), word_index), SettledWord(worker, word_index, 0))
+    return tuple(by_key[k] for k in sorted(by_key))
 
 
 def word(worker, word_index, *tasks):
@@ -112,3 +175,53 @@ def assert_money_invariant_with_pools(escrow, token, holders, batch_ids, workers
     held = token_balance(token, escrow)
     assert held == locked + pools + owed_to_accounts + surplus, (held, locked, pools, owed_to_accounts, surplus)
     return pools
+
+
+# ---------------------------------------------------------------- fixtures of the settlement tests
+
+
+@pytest.fixture
+def env(deployment):
+    """(deployment, requester with a key, a 400-task ETH batch, its SettlementBook)."""
+    requester = requester_with_key()
+    batch_id = settled_batch(deployment.escrow, requester)
+    book = SettlementBook(deployment.escrow, batch_id, requester, REWARD)
+    return deployment, requester, batch_id, book
+
+
+def holders(d, requester):
+    return [requester, d.relay, d.stranger] + d.workers
+
+
+def invariant(d, requester, batch_ids, token=ETH):
+    """The money invariant with the claimable pools; returns the pools."""
+    return assert_money_invariant_with_pools(d.escrow, token, holders(d, requester), batch_ids, d.workers)
+
+
+# ---------------------------------------------------------------- the escrow's records, from storage
+
+DIGEST_MASK = (1 << 192) - 1
+OPENED = DIGEST_MASK  # the digest field of a worker whose settled words were opened
+_records_slot: list[int] = []  # the storage slot of BatchSettlement._records, once found
+
+
+def _mapping_slot(key: int, slot: int) -> int:
+    return int.from_bytes(keccak(key.to_bytes(32, "big") + slot.to_bytes(32, "big")), "big")
+
+
+def record_of(escrow, batch_id, worker) -> tuple[int, int, int]:
+    """(digest, settled count, claimed count) of the escrow's record of (batch, worker):
+    claimed << 224 | settled << 192 | digest at _records[batchId << 160 | worker]. The escrow has
+    no view of it, so it is read from storage; the mapping's slot is found the first time from a
+    record that exists (the only slot among the first 64 whose entry for this key is nonzero)."""
+    key = (int(batch_id) << 160) | int(str(worker), 16)
+
+    def load(slot):
+        return int.from_bytes(web3.eth.get_storage_at(escrow.address, _mapping_slot(key, slot)), "big")
+
+    if not _records_slot:
+        found = [s for s in range(64) if load(s)]
+        assert len(found) == 1, f"cannot tell the records' slot from {worker} in batch {batch_id}: {found}"
+        _records_slot.append(found[0])
+    value = load(_records_slot[0])
+    return value & DIGEST_MASK, (value >> 192) & 0xFFFFFFFF, value >> 224

@@ -1,17 +1,25 @@
 """Stateful fuzzing of both payment paths together against a Python model.
 
-Hypothesis drives random sequences of: settlements of answers the relay holds (honest ones, and
-ones that name answers already on the direct path or already settled), claims (current, stale,
-inflated), direct submissions (including answers already settled), approve / reject / release,
-withdrawals and time passing, over an ETH and a stablecoin batch. After every step:
+Hypothesis drives random sequences of: settlements of answers the relay holds over several rounds
+(honest ones restating the paid workers' earlier words with the right `before`, restate-only
+ones, and forged ones: naming answers already on the direct path, already settled or of an opened
+worker, with a wrong `before`, or with a restated entry left out), openSettled (honest, with
+wrong words, twice, for a worker with nothing settled), claims (current, stale, inflated), direct
+submissions (sealed workers skipped, opened workers' settled answers refused, their others
+accepted), approve / reject / release, withdrawals and time passing, over an ETH and a stablecoin
+batch. After every step:
 
 - the money invariant of ISettlement per token, from the chain alone: token balance of the
   escrow == Σ batches (funds + pending × reward) + Σ (settled − claimed) + Σ balances,
   and the same numbers from the model;
 - no worker has claimed more than its settled answers earned, and no worker has settled answers
   it did not sign (every settled answer is one the relay holds a signature for);
-- no answer is paid by both paths: never settled while pending or paid on the direct path.
+- no answer is paid by both paths: never settled while pending or paid on the direct path;
+- the settled words anyone rebuilds from the AnswersSettled events are the model's, and the
+  escrow's digest of every sealed worker is theirs (openSettled of them succeeds, as an eth_call);
+  a worker with nothing settled, or opened, cannot be opened.
 
+The settlement steps (settle, claim, open) live in _settlement_model.py.
 KEMPELEN_SETTLE_FUZZ_EXAMPLES / KEMPELEN_SETTLE_FUZZ_STEPS enlarge the run (defaults: ~1 minute).
 """
 
@@ -29,6 +37,8 @@ from _helpers import (  # noqa: F401  (fixtures)
     PENDING,
     REASON_CID,
     REJECTED,
+    REVERTED,
+    SETTLEMENT_SEALED,
     _isolate,
     batch_call,
     deployment,
@@ -41,9 +51,12 @@ from _helpers import (  # noqa: F401  (fixtures)
     submitted,
 )
 from _settlement import SettlementBook, requester_with_key, settled_batch
+from _settlement_model import SettlementSteps
 from brownie import accounts, web3
 from hypothesis import HealthCheck
 from hypothesis import strategies as st
+
+from kempelen.protocol.sealed import open_words
 
 EXAMPLES = int(os.environ.get("KEMPELEN_SETTLE_FUZZ_EXAMPLES", "25"))
 STEPS = int(os.environ.get("KEMPELEN_SETTLE_FUZZ_STEPS", "40"))
@@ -65,8 +78,8 @@ def _load_state_machine():
 state_machine = _load_state_machine()
 
 
-class PathsModel:
-    st_action = st.sampled_from(["settle"] * 4 + ["claim"] * 3 + ["submit"] * 3
+class PathsModel(SettlementSteps):
+    st_action = st.sampled_from(["settle"] * 5 + ["claim"] * 3 + ["submit"] * 3 + ["open"] * 2
                                 + ["review", "release", "withdraw", "sleep"])
     st_batch = st.integers(0, 1)
     st_picks = st.lists(st.tuples(st.integers(0, 3), st.sampled_from(TASKS)), min_size=1, max_size=6)
@@ -98,6 +111,7 @@ class PathsModel:
         self.submitted_at = {}  # (batch, worker, task // 96) -> latest submission time
         self.counts = {}  # (batch, task) -> pending + paid direct answers
         self.settled = set()  # (batch, worker, task)
+        self.opened = set()  # (batch, worker) whose settled words were opened
         self.claimed = {}  # (batch, worker) -> amount
         self.balances = {}  # (token, account) -> owed
         self.signed = set()  # answers the relay holds a worker signature for
@@ -112,63 +126,6 @@ class PathsModel:
     def teardown_final(cls):
         if os.environ.get("KEMPELEN_FUZZ_STATS"):
             print("\nsteps by outcome:", dict(sorted(STATS.items())))
-
-    # ------------------------------------------------------------ settlement path
-
-    def _credit(self, token, account, amount):
-        self.balances[(token, str(account))] = self.balances.get((token, str(account)), 0) + amount
-
-    def act_settle(self, batch_id, keys, honest, ix):
-        book = self.books[batch_id]
-        if honest:
-            keys = [k for k in keys if k not in self.settled and self.direct.get(k) not in (PENDING, PAID)]
-            if not keys:
-                return None
-        else:  # slip in an answer already paid by one path or the other, when there is one
-            taken = sorted(k for k in self.settled | set(self.direct) if k[0] == batch_id)
-            if taken:
-                keys = list(dict.fromkeys(keys + [taken[ix % len(taken)]]))
-        answers = [(w, t) for _, w, t in keys]
-        cost = len(keys) * (self.rewards[batch_id] + self.fees[batch_id])
-        conflict = any(k in self.settled or self.direct.get(k) in (PENDING, PAID) for k in keys)
-        if conflict or cost > self.funds[batch_id]:
-            settlement, _ = book.build(answers)
-            # The first conflicting entry (in the escrow's order) names the error.
-            error = "Settlement(AlreadySettled|AnsweredDirectly)" if conflict else "SettlementInsufficientFunds"
-            with brownie.reverts(revert_pattern=error + ": .*"):
-                self.escrow.settle(settlement.as_tuple(), book.sign(settlement), {"from": self.relay})
-            return "refused"
-        tx = book.post(answers, self.relay)
-        assert tx.events["SettlementPosted"]["answers"] == len(keys)
-        self.settled.update(keys)
-        self.funds[batch_id] -= cost
-        self._credit(self.tokens[batch_id], self.relay, len(keys) * self.fees[batch_id])
-        return "ok"
-
-    def act_claim(self, batch_id, keys, honest, ix):
-        book = self.books[batch_id]
-        if book.tree is None:
-            return
-        _, worker, _ = keys[0]
-        if not any(w.lower() == worker.lower() for w, _ in book.tree.values):
-            return
-        args = list(book.claim_args(worker))
-        earned = args[2]
-        if not honest:  # an inflated amount with the real proof: refused
-            args[2] += self.rewards[batch_id]
-            with brownie.reverts(revert_pattern="Settlement(ClaimExceedsSettled|InvalidProof): .*"):
-                self.escrow.claimEarnings(*args, {"from": self.stranger})
-            return "inflated"
-        already = self.claimed.get((batch_id, worker), 0)
-        if earned == already:
-            with brownie.reverts(revert_pattern="SettlementNothingToClaim: .*"):
-                self.escrow.claimEarnings(*args, {"from": self.stranger})
-            return "replay"
-        tx = self.escrow.claimEarnings(*args, {"from": self.stranger})
-        assert tx.return_value == earned - already
-        self.claimed[(batch_id, worker)] = earned
-        self._credit(self.tokens[batch_id], worker, earned - already)
-        return "ok"
 
     # ------------------------------------------------------------ direct path
 
@@ -186,13 +143,21 @@ class PathsModel:
         for key in keys:
             _, w, t = key
             released += self._release_overdue(batch_id, w, t, tx.timestamp)
-            if key in self.settled or key in self.direct:
+            if key in self.direct:  # its direct record comes first
                 assert skipped.get((w, t)) == ALREADY_ANSWERED, key
-                outcome = "settled_refused" if key in self.settled else "duplicate"
+                outcome = "duplicate"
+            elif self._sealed(batch_id, w):
+                assert skipped.get((w, t)) == SETTLEMENT_SEALED, key
+                outcome = "sealed"
+            elif key in self.settled:  # opened: its settled tasks are known
+                assert skipped.get((w, t)) == ALREADY_ANSWERED, key
+                outcome = "settled_refused"
             elif self.counts.get((batch_id, t), 0) >= per_task or self.funds[batch_id] < cost:
                 assert (w, t) in skipped, key
             else:
                 assert accepted.get((w, t)) == bytes(signed[keys.index(key)][0][2]), key
+                if (batch_id, w) in self.opened:
+                    outcome = "opened_accepted"
                 newly.append((w, t))
                 self.direct[key] = PENDING
                 self.counts[(batch_id, t)] = self.counts.get((batch_id, t), 0) + 1
@@ -291,7 +256,7 @@ class PathsModel:
         calls += [(escrow.earningsOf, (b, w)) for b in self.batch_ids for w in people]
         calls += [(escrow.balanceOf, (t, a)) for t in tokens for a in people]
         calls += [(self.d.usdc.balanceOf, (escrow.address,))]
-        calls += [(escrow.isSettled, k) for k in keys] + [(escrow.answerStatus, k) for k in keys]
+        calls += [(escrow.answerStatus, k) for k in keys]
         results = iter(batch_call(calls))
 
         locked = dict.fromkeys(tokens, 0)
@@ -319,12 +284,26 @@ class PathsModel:
         actual = {ETH: web3.eth.get_balance(escrow.address), self.d.usdc.address: next(results)}
         for t in tokens:
             assert actual[t] == locked[t] + pools[t] + held[t], (t, actual, locked, pools, held)
-        settled_flags = [next(results) for _ in keys]
         statuses = [next(results)[0] for _ in keys]
-        for key, is_settled, state in zip(keys, settled_flags, statuses):
-            assert is_settled == (key in self.settled), key
+        for key, state in zip(keys, statuses):
             assert state == self.direct.get(key, NONE), key
-            assert not (is_settled and state in (PENDING, PAID)), f"answer {key} on both paths"
+            assert not (key in self.settled and state in (PENDING, PAID)), f"answer {key} on both paths"
+        self._check_sealed_words()
+
+    def _check_sealed_words(self):
+        """The words rebuilt from the events are the model's; the escrow's digest of each sealed
+        worker is theirs (openSettled, as an eth_call, accepts them); opened workers and workers
+        with nothing settled cannot be opened."""
+        pairs = [(b, str(w)) for b in self.batch_ids for w in self.workers]
+        calls = []
+        for b, w in pairs:
+            words = self._words(b, w)
+            book = self.books[b]
+            assert book.sealed.of_worker(w) == words, (b, w)
+            assert book.sealed.is_sealed(w) == self._sealed(b, w), (b, w)
+            calls.append((self.escrow.openSettled, (b, w, open_words(words) or [1])))
+        for (b, w), result in zip(pairs, batch_call(calls, allow_revert=True)):
+            assert (result is not REVERTED) == self._sealed(b, w), (b, w, result)
 
 
 def test_both_paths_keep_the_money_invariant(deployment):

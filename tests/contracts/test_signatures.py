@@ -37,7 +37,7 @@ from eth_hash.auto import keccak
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kempelen.protocol.signing import Answer, Domain, recover, to_compact
+from kempelen.protocol.signing import Answer, Domain, recover, sign, to_compact
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 REWARD = 1_000_000
@@ -74,25 +74,42 @@ def assert_nothing_accepted(d, batch_id, funds_before):
     digest=st.binary(min_size=32, max_size=32),
     worker_raw=st.binary(min_size=20, max_size=20),
 )
-def test_answer_hash_equals_python_and_eth_account_digest(
-    deployment, batch_id, task_index, digest, worker_raw
-):
-    escrow = deployment.escrow
+def test_python_answer_digest_equals_eth_account_digest(deployment, batch_id, task_index, digest, worker_raw):
+    """kempelen.protocol.signing against an independent encoder: what a wallet's
+    eth_signTypedData_v4 signs, for any field values."""
     answer = Answer(batch_id, task_index, digest, "0x" + worker_raw.hex())
-    domain = Domain(chain.id, escrow.address)
-    onchain = bytes(escrow.answerHash(answer.as_tuple()))
-    assert onchain == domain.digest(answer.struct_hash())
-    # An independent encoder: what a wallet's eth_signTypedData_v4 signs.
+    domain = Domain(chain.id, deployment.escrow.address)
     signable = encode_typed_data(full_message=answer.typed_data(domain))
-    assert onchain == keccak(b"\x19" + signable.version + signable.header + signable.body)
+    assert domain.digest(answer.struct_hash()) == keccak(b"\x19" + signable.version + signable.header + signable.body)
 
 
-def test_answer_hash_depends_on_chain_and_contract(deployment):
-    escrow = deployment.escrow
-    answer = Answer(1, 2, bytes(range(32)), deployment.workers[0].address)
-    onchain = bytes(escrow.answerHash(answer.as_tuple()))
-    assert onchain != Domain(chain.id + 1, escrow.address).digest(answer.struct_hash())
-    assert onchain != Domain(chain.id, deployment.usdc.address).digest(answer.struct_hash())
+@settings(max_examples=20, deadline=None, suppress_health_check=HealthCheck.all())
+@given(task_index=st.integers(0, 3), digest=st.binary(min_size=32, max_size=32), who=st.integers(0, 3))
+def test_the_escrow_accepts_signatures_over_the_python_digest(deployment, batch, task_index, digest, who):
+    """The escrow has no digest view: accepting a signature over the Python digest (and refusing
+    one over a digest with any field changed) is the cross-check."""
+    d, w = deployment, deployment.workers[who]
+    domain = Domain(chain.id, d.escrow.address)
+    answer = Answer(batch, task_index, digest, w.address)
+    signature = sign(domain.digest(answer.struct_hash()), w.private_key)
+    assert recover(domain.digest(answer.struct_hash()), signature) == w.address
+    assert d.escrow.submitAnswers.call([answer.as_tuple()], [signature], {"from": d.relay}) == 1
+    changed = Answer(batch, task_index, digest[:-1] + bytes([digest[-1] ^ 1]), w.address)
+    assert d.escrow.submitAnswers.call([changed.as_tuple()], [signature], {"from": d.relay}) == 0
+
+
+def test_answer_digest_depends_on_chain_and_contract(deployment, batch):
+    d, w = deployment, deployment.workers[0]
+    answer = Answer(batch, 2, bytes(range(32)), w.address)
+    here = Domain(chain.id, d.escrow.address).digest(answer.struct_hash())
+    elsewhere = [Domain(chain.id + 1, d.escrow.address), Domain(chain.id, d.usdc.address)]
+    for domain in elsewhere:
+        other = domain.digest(answer.struct_hash())
+        assert other != here
+        signature = sign(other, w.private_key)
+        assert d.escrow.submitAnswers.call([answer.as_tuple()], [signature], {"from": d.relay}) == 0
+    signature = sign(here, w.private_key)
+    assert d.escrow.submitAnswers.call([answer.as_tuple()], [signature], {"from": d.relay}) == 1
 
 
 # ---------------------------------------------------------------- the honest path, as a baseline
@@ -292,7 +309,7 @@ def test_eip2098_compact_signature_accepted(deployment, batch):
     compact = [(a, to_compact(s)) for a, s in signed]
     for (a, _s), (_, c) in zip(signed, compact):
         assert len(c) == 64
-        assert recover(bytes(d.escrow.answerHash(a)), c) == a[3]
+        assert recover(Domain(chain.id, d.escrow.address).digest(Answer(*a).struct_hash()), c) == a[3]
     tx = submit(d.escrow, d.relay, compact)
     assert skipped(tx) == []
     assert accepted(tx) == [(d.workers[i], i) for i in range(4)]

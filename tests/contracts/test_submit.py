@@ -14,11 +14,11 @@ from conftest import (
     submitted,
 )
 
-from kempelen.protocol.signing import Answer, Domain
+from kempelen.protocol.signing import Answer, Domain, sign
 
 PENDING, NONE = 1, 0
 (UNKNOWN_BATCH, PAST_DEADLINE, TASK_OUT_OF_RANGE, BAD_SIGNATURE, WORKER_BLOCKED, REPUTATION_TOO_LOW,
- ALREADY_ANSWERED, TASK_FULL, INSUFFICIENT_FUNDS) = range(9)
+ ALREADY_ANSWERED, TASK_FULL, INSUFFICIENT_FUNDS, SETTLEMENT_SEALED) = range(10)
 
 
 def skipped(tx):
@@ -74,10 +74,16 @@ def test_submit_accepts_compact_eip2098_signatures(escrow, usdc_batch, stablecoi
     assert escrow.balanceOf(stablecoin, relayer) == 2 * 10_000
 
 
-def test_answer_hash_matches_offchain_digest(escrow, workers):
-    answer = Answer(7, 12, digest_for(workers[0], 7, 12), workers[0].address)
+def test_escrow_accepts_a_signature_over_the_offchain_digest(escrow, eth_batch, workers, relayer):
+    """No digest view on chain: the escrow accepting the signature is the cross-check."""
+    answer = Answer(eth_batch, 2, digest_for(workers[0], eth_batch, 2), workers[0].address)
     expected = Domain(chain.id, escrow.address).digest(answer.struct_hash())
-    assert escrow.answerHash(answer.as_tuple()) == "0x" + expected.hex()
+    tx = escrow.submitAnswers([answer.as_tuple()], [sign(expected, workers[0].private_key)], {"from": relayer})
+    assert submitted(tx) == [(workers[0].address, 2, answer.answer_digest)]
+    # The same signature on the answer to another task: a digest it was not made over.
+    moved = Answer(eth_batch, 3, answer.answer_digest, answer.worker)
+    tx = escrow.submitAnswers([moved.as_tuple()], [sign(expected, workers[0].private_key)], {"from": relayer})
+    assert skipped(tx) == [(eth_batch, workers[0].address, 3, BAD_SIGNATURE)]
 
 
 def test_later_answer_in_same_group_delays_review_deadline(escrow, eth_batch, workers, submit):
