@@ -54,6 +54,7 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
         uint256 priorDigest; // of the run's `before` words, to match the record's
         uint256 digest; // of the run's `before | bits` words, stored in the record
         uint256 runAnswers; // settled in this call for the current worker
+        bool opened; // the worker's words are stored (openSettled): settle against them, not `before`
         uint256 answers; // settled in this call
         uint256 previousKey; // (worker, wordIndex) of the previous entry, for the sort check
         bool answeredDirectly; // the batch has direct answers: look for conflicts
@@ -199,13 +200,16 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
         run.worker = worker;
         run.recordSlot = _recordSlot(run.batchId, worker);
         run.record = _load(run.recordSlot);
-        run.priorDigest = 0;
-        run.digest = 0;
+        bool opened = run.record & DIGEST_MASK == OPENED;
+        run.opened = opened;
+        // An opened worker's record keeps OPENED: its words are checked and written in storage.
+        run.priorDigest = opened ? OPENED : 0;
+        run.digest = run.priorDigest;
         run.runAnswers = 0;
     }
 
-    /// Checks the worker's `before` words against its record (an opened record matches no digest),
-    /// then writes the record once: settled count + this call's answers, digest of all its words.
+    /// Checks the worker's `before` words against its record, then writes the record once:
+    /// settled count + this call's answers, digest of all its words (OPENED stays OPENED).
     function _closeWorker(SettleRun memory run) private {
         if (run.worker == address(0)) return;
         uint256 record = run.record;
@@ -220,9 +224,17 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
         }
     }
 
+    /// `prior`: the worker's earlier bits in the word as `before` states them, or as stored once
+    /// its words are opened (then `before` is ignored, so an openSettled landing between a
+    /// settlement's signing and its posting does not make it revert).
     function _settleEntry(SettleRun memory run, address worker, uint256 wordIndex, uint256 bits, uint256 prior)
         private
     {
+        uint256 slot;
+        if (run.opened) {
+            slot = _slotOf(_settledWordsSlot(), _settledKey(run.batchId, worker, wordIndex));
+            prior = _load(slot);
+        }
         uint256 overlap = prior & bits;
         if (overlap != 0) {
             revert SettlementAlreadySettled(
@@ -231,8 +243,12 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
         }
         uint256 word = prior | bits;
         if (word == 0) revert SettlementEmptyWord(uint64(run.batchId), worker, uint32(wordIndex));
-        if (prior != 0) run.priorDigest = _chain(run.priorDigest, wordIndex, prior);
-        run.digest = _chain(run.digest, wordIndex, word);
+        if (run.opened) {
+            if (bits != 0) _store(slot, word);
+        } else {
+            if (prior != 0) run.priorDigest = _chain(run.priorDigest, wordIndex, prior);
+            run.digest = _chain(run.digest, wordIndex, word);
+        }
         unchecked {
             run.runAnswers += _popcount(bits);
         }
@@ -446,6 +462,12 @@ abstract contract BatchSettlement is ISettlement, EIP712, ReentrancyGuardTransie
     function _recordKey(uint256 batchId, address worker) private pure returns (uint256) {
         unchecked {
             return (batchId << 160) | uint160(worker);
+        }
+    }
+
+    function _settledWordsSlot() private pure returns (uint256 slot) {
+        assembly ("memory-safe") {
+            slot := _settledWords.slot
         }
     }
 

@@ -139,6 +139,7 @@ contract TaskEscrow is ITaskEscrow, EIP712("Kempelen", "1"), Nonces, ReentrancyG
     }
 
     function permitDeposit(address token, uint256 value, uint256 deadline, uint8 v, bytes32 r, bytes32 s) external {
+        // A permit front-run from the mempool is already spent: the allowance is what matters.
         try IERC20Permit(token).permit(msg.sender, address(this), value, deadline, v, r, s) {} catch {}
     }
 

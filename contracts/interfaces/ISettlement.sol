@@ -38,9 +38,11 @@ pragma solidity ^0.8.24;
 /// One answer, one path: a settlement naming an answer that is pending or paid on the direct path
 /// reverts. submitAnswers skips every answer of a worker whose words are sealed
 /// (SkipReason.SettlementSealed) until anyone calls `openSettled` with the worker's words, checked
-/// against the digest and stored; from then on its settled tasks are refused (AlreadyAnswered),
-/// its other answers take the direct path, and it cannot be settled again in the batch. An answer
-/// the requester neither settles nor rejects can still go open -> submit -> review -> release.
+/// against the digest and stored; from then on its settled tasks are refused (AlreadyAnswered) and
+/// its other answers take the direct path. An opened worker can still be settled: its entries are
+/// checked against and written to the stored words (`before` is ignored for it, so an opening that
+/// lands between a settlement's signing and its posting changes the cost, not the outcome). An
+/// answer the requester neither settles nor rejects can still go open -> submit -> review -> release.
 ///
 /// Money invariant (extends ITaskEscrow's), per token:
 ///   token balance of the escrow (- surplus nobody is owed) ==
@@ -93,7 +95,7 @@ interface ISettlement {
     /// `amount` (= cumulative - previously claimed) credited from the batch's pool to the worker.
     event EarningsClaimed(uint64 indexed batchId, address indexed worker, uint256 amount, uint256 cumulative);
     /// The worker's settled words in the batch were opened (stored): its other answers can now take
-    /// the direct path, and it can no longer be settled in the batch.
+    /// the direct path; later settlements of it update the stored words.
     event SettledWordsOpened(uint64 indexed batchId, address indexed worker);
 
     error SettlementUnknownBatch(uint64 batchId);
@@ -107,8 +109,8 @@ interface ISettlement {
     /// An entry with no bits before or now.
     error SettlementEmptyWord(uint64 batchId, address worker, uint32 wordIndex);
     /// The worker's earlier settled words (`before`, or openSettled's `words`) do not match its
-    /// digest: missing, extra or wrong words, the worker's words are already opened, or (with
-    /// openSettled) it has nothing settled. worker is address(0) when `before` has the wrong length.
+    /// digest: missing, extra or wrong words, or (openSettled) the worker has nothing settled or is
+    /// already opened. worker is address(0) when `before` has the wrong length.
     error SettlementPriorMismatch(uint64 batchId, address worker);
     /// The answer is pending or paid on the direct path (submitAnswers): it cannot be settled too.
     error SettlementAnsweredDirectly(uint64 batchId, address worker, uint32 taskIndex);
@@ -123,7 +125,7 @@ interface ISettlement {
 
     /// Anyone posts the requester's signed settlement (65-byte or 64-byte EIP-2098 signature).
     /// `before[i]` is the worker's bits settled earlier in settled[i]'s word (not signed: the
-    /// worker's digest fixes it); one per entry.
+    /// worker's digest fixes it); one per entry, ignored for a worker whose words are opened.
     function settle(Settlement calldata settlement, uint256[] calldata before, bytes calldata signature) external;
     /// Anyone stores a worker's settled words in a batch (words[j] = its bits of word j, all of
     /// them), checked against its digest, so that its unsettled answers can take the direct path.

@@ -168,6 +168,11 @@ interface ITaskEscrow {
     /// Funds a batch: deposit = taskCount * answersPerTask * (reward + relayFee), sent as
     /// msg.value for ETH or pulled with transferFrom for an ERC-20 (fee-on-transfer tokens revert).
     function createBatch(BatchTerms calldata terms) external payable returns (uint64 batchId);
+    /// EIP-2612 permit of `value` of `token` from the caller to the escrow, for funding in one
+    /// transaction: multicall([permitDeposit(...), createBatch(terms)]) (TaskEscrow is OpenZeppelin
+    /// Multicall; ERC-20 batches only, as multicall is not payable). A permit that fails, e.g.
+    /// one front-run from the mempool and so already spent, is ignored: the allowance is what counts.
+    function permitDeposit(address token, uint256 value, uint256 deadline, uint8 v, bytes32 r, bytes32 s) external;
 
     /// Anyone relays workers' signed answers (65-byte or 64-byte EIP-2098 signatures).
     /// Invalid answers are skipped with AnswerSkipped; the rest are accepted. Returns accepted count.

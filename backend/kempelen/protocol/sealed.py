@@ -13,7 +13,9 @@ escrow what it checks against the digest:
   worker the settlement pays (`restated`, bits 0 where nothing is new), and `before[i]` is the
   worker's earlier bits in entry i's word (`before`).
 - `openSettled(batchId, worker, words)`: all of a worker's words, dense from word 0 (`open_words`),
-  after which its unsettled answers can take the direct path.
+  after which its unsettled answers can take the direct path. The escrow then keeps that worker's
+  words in storage: later settlements of it need no restating and the escrow ignores their
+  `before`.
 
 Pure functions: no chain access here (the SDK, relay and auditor feed in events).
 """
@@ -90,22 +92,20 @@ class SettledBook:
 
     def restated(self, new: Iterable[SettledWord]) -> tuple[SettledWord, ...]:
         """The signed `settled` entries of a settlement paying the `new` words (settled_words of
-        its answers): for each worker in them, every earlier word of that worker is there too
-        (bits 0 if nothing new), sorted as the escrow requires. Refuses an answer already settled,
-        and a worker whose words were opened (it can no longer be settled in the batch)."""
+        its answers): for each sealed worker in them, every earlier word of that worker is there
+        too (bits 0 if nothing new), sorted as the escrow requires; an opened worker's words are
+        in storage, so its entries are only the new ones. Refuses an answer already settled."""
         by_key: dict[tuple[int, int], SettledWord] = {}
         workers = set()
         for entry in new:
             worker = to_checksum_address(entry.worker)
-            if worker in self.opened:
-                raise KempelenError(f"{worker}'s settled words in this batch were opened: its answers go "
-                                    "on the direct path and cannot be settled")
             overlap = self.words.get(worker, {}).get(entry.word_index, 0) & entry.bits
             if overlap:
                 task = entry.word_index * TASKS_PER_SETTLED_WORD + (overlap & -overlap).bit_length() - 1
                 raise KempelenError(f"the answer of {worker} to task {task} is already settled")
             by_key[(int(worker, 16), entry.word_index)] = SettledWord(worker, entry.word_index, entry.bits)
-            workers.add(worker)
+            if worker not in self.opened:
+                workers.add(worker)
         for worker in workers:
             for word_index in self.words.get(worker, {}):
                 by_key.setdefault((int(worker, 16), word_index), SettledWord(worker, word_index, 0))
@@ -113,5 +113,5 @@ class SettledBook:
 
     def before(self, entries: Iterable[SettledWord]) -> list[int]:
         """`settle`'s `before` argument for the signed entries: each worker's earlier bits in the
-        entry's word."""
+        entry's word (what the escrow checks for a sealed worker and ignores for an opened one)."""
         return [self.words.get(to_checksum_address(e.worker), {}).get(e.word_index, 0) for e in entries]
