@@ -9,6 +9,7 @@ import time
 from dataclasses import replace
 
 import pytest
+from fastapi.testclient import TestClient
 from relay_helpers import ETH, create_batch, login, relay_client, signed_answer
 from sqlalchemy import select
 
@@ -18,12 +19,20 @@ from kempelen.ipfs.store import ContentStore
 from kempelen.ipfs.unixfs import file_cid
 from kempelen.protocol.cid import CID
 from kempelen.protocol.manifest import BatchManifest, ManifestError, canonical_json
+from kempelen.protocol.sealed import open_words
 from kempelen.protocol.settlement import ManifestAnswer, build_settlement, claim_for
-from kempelen.protocol.signing import address_of, sign
-from kempelen.relay.models import RelayAnswer
+from kempelen.protocol.signing import SettledWord, address_of, sign
+from kempelen.relay import jobs
+from kempelen.relay.models import RelayAnswer, RelayJob
 from kempelen.relay.packing import PackingPolicy
 from kempelen.relay.relayer import Relayer
 from kempelen.relay.submitter import Submitter, SubmitterConfig
+from kempelen.sdk.keys import Signer
+from kempelen.sdk.pinning import RelayPinner
+from kempelen.sdk.relay_client import RelayClient
+from kempelen.sdk.requester import Requester
+from kempelen.sdk.settlement import SettlementError
+from kempelen.sdk.worker import Worker
 
 RELAYER = 8
 REWARD, FEE = 10**12, 10**11
@@ -75,12 +84,15 @@ def held_answers(relay, headers, batch_id) -> list[ManifestAnswer]:
 
 
 def settlement_body(chain, key, batch_id, answers, previous=None, store_dir=None, upload=True, relay=None,
-                    headers=None, book=None) -> dict:
-    """POST /settlements's body; `book` (the batch's SettledBook) restates earlier settled words."""
+                    headers=None, book=None, settled=None) -> dict:
+    """POST /settlements's body; `book` (the batch's SettledBook) restates earlier settled words;
+    `settled` signs these entries instead."""
     settlement, manifest = build_settlement(previous, answers, domain=chain.domain, batch_id=batch_id,
                                             token=ETH, reward=REWARD, cid_of=file_cid)
     if book is not None:
         settlement = manifest.settlement(settlement.manifest_cid, book)
+    if settled is not None:
+        settlement = replace(settlement, settled=tuple(settled))
     if upload:
         reply = relay.post("/payloads?kind=settlement", content=manifest.to_json(), headers=headers)
         assert reply.status_code == 201, reply.text
@@ -248,3 +260,154 @@ def test_a_later_settlement_posted_by_the_relay_restates_earlier_words(relay, su
     assert settled_history(chain, batch_id).book.of_worker(worker) == {0: 1, 1: 1 << 3}
     assert chain.escrow.functions.earningsOf(batch_id, worker).call() == [2 * REWARD, 0]
     assert relay.post("/settlements", json=body).status_code == 422  # stale sequence: nothing queued
+
+
+# ------------------------------------------------------------------------------ opened workers
+
+
+def open_settled(chain, keys, batch_id, worker) -> None:
+    """A stranger (keys[9]) opens the worker's settled words: anyone may."""
+    words = open_words(settled_history(chain, batch_id).book.of_worker(worker))
+    chain.transact(keys[9], chain.escrow.functions.openSettled(batch_id, worker, words))
+    assert worker in settled_history(chain, batch_id).book.opened
+
+
+def settled_entries(chain, batch_id) -> list[list[tuple[str, int, int]]]:
+    """The `settled` entries of each AnswersSettled event of the batch, oldest first."""
+    logs = chain.escrow.events.AnswersSettled().get_logs(from_block=chain.deployment.deploy_block,
+                                                          argument_filters={"batchId": batch_id})
+    return [[(w["worker"], w["wordIndex"], w["bits"]) for w in log.args.settled] for log in logs]
+
+
+def test_the_relay_settles_a_worker_whose_words_were_opened(relay, submitter, chain, keys, tmp_path):
+    """An opened worker is settled against its stored words: no restating needed (restating entries
+    are harmless), only a bits-0 entry on a word it has nothing in is refused (SettlementEmptyWord)."""
+    batch_id = settlement_batch(chain, keys, tmp_path / "store", fallback_in=86400, task_count=400)
+    for task in (0, 195, 196):
+        relay.post("/answers", json=signed_answer(chain, keys[2], batch_id, task, b"x"))
+    requester = login(relay, keys[1], chain.chain_id)
+    by_task = {a.task_index: a for a in held_answers(relay, requester, batch_id)}
+    worker = address_of(keys[2])
+    body = settlement_body(chain, keys[1], batch_id, [by_task[0]], relay=relay, headers=requester)
+    first = body.pop("_manifest")
+    job_id = relay.post("/settlements", json=body).json()["job_id"]
+    run(submitter, lambda: relay.get(f"/jobs/{job_id}").json()["status"] == "mined")
+    open_settled(chain, keys, batch_id, worker)
+
+    empty = settlement_body(chain, keys[1], batch_id, [by_task[195]], previous=first, relay=relay,
+                            headers=requester, settled=[SettledWord(worker, 1, 1 << 3), SettledWord(worker, 2, 0)])
+    empty.pop("_manifest")
+    reply = relay.post("/settlements", json=empty)
+    assert reply.status_code == 422 and "SettlementEmptyWord" in reply.json()["detail"], reply.text
+
+    book = settled_history(chain, batch_id).book
+    body = settlement_body(chain, keys[1], batch_id, [by_task[195]], previous=first, relay=relay, headers=requester,
+                           book=book)
+    second = body.pop("_manifest")
+    assert [(w["word_index"], w["bits"]) for w in body["settled"]] == [(1, str(1 << 3))]  # nothing restated
+    reply = relay.post("/settlements", json=body)
+    assert reply.status_code == 202, reply.text
+    run(submitter, lambda: relay.get(f"/jobs/{reply.json()['job_id']}").json()["status"] == "mined")
+
+    # A restating entry (bits 0 on a word it has bits in) is optional for it, and harmless.
+    body = settlement_body(chain, keys[1], batch_id, [by_task[196]], previous=second, relay=relay, headers=requester,
+                           settled=[SettledWord(worker, 0, 0), SettledWord(worker, 1, 1 << 4)])
+    body.pop("_manifest")
+    reply = relay.post("/settlements", json=body)
+    assert reply.status_code == 202, reply.text
+    run(submitter, lambda: relay.get(f"/jobs/{reply.json()['job_id']}").json()["status"] == "mined")
+
+    assert settled_entries(chain, batch_id)[1:] == [[(worker, 1, 1 << 3)], [(worker, 0, 0), (worker, 1, 1 << 4)]]
+    book = settled_history(chain, batch_id).book
+    assert book.opened == {worker} and book.of_worker(worker) == {0: 1, 1: 0b11 << 3}
+    assert chain.escrow.functions.earningsOf(batch_id, worker).call() == [3 * REWARD, 0]
+
+
+def test_a_settlement_signed_while_sealed_and_posted_after_an_opening_is_mined(relay, submitter, chain, keys,
+                                                                               tmp_path):
+    """The requester signs restating entries while the worker is sealed; a stranger's openSettled
+    lands before the settlement is posted: the relay takes it and the escrow settles it against
+    the stored words (`before` ignored)."""
+    batch_id = settlement_batch(chain, keys, tmp_path / "store", fallback_in=86400, task_count=200)
+    for task in (195, 0):
+        relay.post("/answers", json=signed_answer(chain, keys[2], batch_id, task, b"x"))
+    requester = login(relay, keys[1], chain.chain_id)
+    late, early = sorted(held_answers(relay, requester, batch_id), key=lambda a: -a.task_index)
+    worker = address_of(keys[2])
+    body = settlement_body(chain, keys[1], batch_id, [late], relay=relay, headers=requester)
+    first = body.pop("_manifest")
+    job_id = relay.post("/settlements", json=body).json()["job_id"]
+    run(submitter, lambda: relay.get(f"/jobs/{job_id}").json()["status"] == "mined")
+
+    sealed = settled_history(chain, batch_id).book
+    assert sealed.is_sealed(worker)
+    body = settlement_body(chain, keys[1], batch_id, [early], previous=first, relay=relay, headers=requester,
+                           book=sealed)
+    body.pop("_manifest")
+    assert [(w["word_index"], w["bits"]) for w in body["settled"]] == [(0, "1"), (1, "0")]  # restates word 1
+    open_settled(chain, keys, batch_id, worker)
+
+    reply = relay.post("/settlements", json=body)
+    assert reply.status_code == 202, reply.text
+    run(submitter, lambda: relay.get(f"/jobs/{reply.json()['job_id']}").json()["status"] == "mined")
+    assert settled_history(chain, batch_id).book.of_worker(worker) == {0: 1, 1: 1 << 3}
+    assert chain.escrow.functions.earningsOf(batch_id, worker).call() == [2 * REWARD, 0]
+
+
+def sdk_relay(relay: TestClient, key: str) -> RelayClient:
+    """The SDK's relay client, talking to the in-process relay app."""
+    client = RelayClient("http://testserver", Signer(key))
+    client.http.close()
+    client.http = TestClient(relay.app)
+    return client
+
+
+def test_the_sdk_settles_a_worker_the_fallback_opened_and_the_worker_claims(relay, submitter, chain, keys,
+                                                                            database_url, tmp_path):
+    """At the fallback the relay opens the words of a worker settled once; before it sends that
+    worker's held answers direct, the requester settles one of them through the SDK (against the
+    stored words: nothing restated). The rest go direct, which the SDK still refuses to settle."""
+    batch_id = settlement_batch(chain, keys, tmp_path / "store", fallback_in=3600)
+    worker = address_of(keys[2])
+    for task in range(3):
+        assert relay.post("/answers", json=signed_answer(chain, keys[2], batch_id, task, b"x")).json()["status"] == "held"
+    client = sdk_relay(relay, keys[1])
+    requester = Requester(chain, Signer(keys[1]), RelayPinner(client))
+    assert requester.settle(batch_id, answers=[(worker, 0)]).answers == 1  # its words are sealed now
+
+    chain.w3.provider.make_request("evm_increaseTime", [3600 + 60])
+    chain.w3.provider.make_request("evm_mine", [])
+    submitter.release_held()  # due: the worker's words are sealed, so an "open" job first
+    with submitter.engine.connect() as conn:
+        opens = conn.execute(select(RelayJob.__table__).where(RelayJob.__table__.c.kind == "open")).all()
+    assert [(j.batch_id, j.requested_by, j.status) for j in opens] == [(batch_id, worker.lower(), "queued")]
+    assert submitter.send_job()
+
+    def open_mined() -> bool:
+        submitter.follow_transactions()  # not step(): that would release the held answers at once
+        with submitter.engine.connect() as conn:
+            return jobs.get(conn, opens[0].id).status == "mined"
+
+    deadline = time.monotonic() + 20
+    while not open_mined():
+        assert time.monotonic() < deadline, "the open job was not mined"
+        time.sleep(0.02)
+    assert settled_history(chain, batch_id).book.opened == {worker}
+    assert {t: rows(database_url)[(batch_id, worker, t)].status for t in (1, 2)} == {1: "held", 2: "held"}
+
+    progress = []
+    posted = requester.settle(batch_id, answers=[(worker, 1)], progress=progress.append)
+    assert (posted.sequence, posted.answers) == (2, 1)
+    assert settled_entries(chain, batch_id)[-1] == [(worker, 0, 0b10)]  # no restating, no `before` needed
+    assert not any("restated" in line for line in progress), progress
+
+    run(submitter, lambda: {t: rows(database_url)[(batch_id, worker, t)].status for t in range(3)}
+        == {0: "settled", 1: "settled", 2: "onchain"})
+    with pytest.raises(SettlementError, match=r"to task 2: on the direct path \(status pending\)"):
+        requester.settle(batch_id, answers=[(worker, 2)])
+    with pytest.raises(SettlementError, match="already settled"):
+        requester.settle(batch_id, answers=[(worker, 1)])
+
+    paid = Worker(sdk_relay(relay, keys[2]), Signer(keys[2]), chain).claim([batch_id])
+    assert paid.credited == 2 * REWARD
+    assert chain.escrow.functions.earningsOf(batch_id, worker).call() == [2 * REWARD, 2 * REWARD]

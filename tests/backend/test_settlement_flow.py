@@ -15,6 +15,7 @@ from kempelen.chain.contracts import ETH, Chain
 from kempelen.chain.settled import settled_history
 from kempelen.cli import app
 from kempelen.protocol.cid import CID
+from kempelen.protocol.sealed import open_words
 from kempelen.protocol.settlement import SettlementManifest, verify_manifest
 from kempelen.sdk.answers import sign_answer, submit_direct
 from kempelen.sdk.keys import Signer
@@ -228,6 +229,41 @@ def test_later_settlements_restate_earlier_words_through_the_sdk_and_the_relay(s
         requester.settle(batch.batch_id)
     assert erin.claim([batch.batch_id]).credited == 3 * REWARD_ETH
     assert frank.claim([batch.batch_id], via_relay=True).credited == 2 * REWARD_ETH
+
+
+def test_a_worker_opened_early_by_a_stranger_is_still_settled_and_claims(stack, chain):
+    """Anyone may open a worker's settled words (openSettled) before the fallback: the requester's
+    later settlements of that worker, posted by itself or by the relay, are settled against the
+    stored words (no restating) and the worker claims them all. The opening only costs gas."""
+    requester = requester_of(stack, chain, stack.keys[4])
+    gina = worker_of(stack, chain, stack.keys[5])
+    batch = requester.create_batch([b"%d" % i for i in range(200)], "0.001", answers_per_task=1,
+                                   relay_fee="0.0001", settlement_fallback=2 * 86400, deadline=7 * 86400)
+    for task in (195, 0, 1):
+        answer(gina, batch.batch_id, task, "g")
+    requester.settle(batch.batch_id, answers=[(gina.address, 195)])  # word 1: her words are sealed
+
+    words = open_words(settled_history(chain, batch.batch_id).book.of_worker(gina.address))
+    chain.transact(stack.keys[9], chain.escrow.functions.openSettled(batch.batch_id, gina.address, words))
+    assert settled_history(chain, batch.batch_id).book.opened == {gina.address}
+
+    progress = []
+    second = requester.settle(batch.batch_id, answers=[(gina.address, 0)], progress=progress.append)
+    third = requester.settle(batch.batch_id, via_relay=True)  # her task 1, posted by the relay
+    assert (second.sequence, second.answers, third.sequence, third.answers) == (2, 1, 3, 1)
+    assert not any("restated" in line for line in progress), progress
+    logged = [e.args.settled for e in chain.escrow.events.AnswersSettled().get_logs(
+        from_block=chain.deployment.deploy_block, argument_filters={"batchId": batch.batch_id})]
+    entries = [[(w["worker"], w["wordIndex"], w["bits"]) for w in settled] for settled in logged]
+    assert entries[1:] == [[(gina.address, 0, 0b1)], [(gina.address, 0, 0b10)]]  # nothing restated
+    book = settled_history(chain, batch.batch_id).book
+    assert book.opened == {gina.address} and book.of_worker(gina.address) == {0: 0b11, 1: 1 << 3}
+    assert third.manifest.earnings == {gina.address: 3 * REWARD_ETH}
+
+    with pytest.raises(SettlementError, match="nothing to settle"):
+        requester.settle(batch.batch_id)
+    assert gina.claim([batch.batch_id]).credited == 3 * REWARD_ETH
+    assert chain.escrow.functions.earningsOf(batch.batch_id, gina.address).call() == [3 * REWARD_ETH] * 2
 
 
 # ------------------------------------------------------------------------------ the command line

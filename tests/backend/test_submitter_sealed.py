@@ -1,7 +1,8 @@
 """Sealed settled words at the submitter (real anvil, SQLite and PostgreSQL): at the fallback a
 worker with settled words gets them opened (openSettled) before its other held answers go direct;
 an answer skipped as SettlementSealed is held again and retried, never lost; a queued settlement is
-sent with the `before` the chain's events give at send time."""
+sent with the `before` the chain's events give at send time, and still lands when the worker's
+words were opened after it was signed."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from kempelen.chain.settled import settled_history
 from kempelen.db import make_engine, migrate
 from kempelen.ipfs.unixfs import file_cid
 from kempelen.protocol.cid import raw_cid
+from kempelen.protocol.sealed import open_words
 from kempelen.protocol.settlement import ManifestAnswer, build_settlement
 from kempelen.protocol.signing import Answer, SettledWord, Settlement, answer_digest, sign
 from kempelen.relay import jobs
@@ -191,3 +193,30 @@ def test_a_queued_settlement_is_sent_with_the_before_the_chain_gives(chain, keys
     assert job.status == "mined", job.error
     assert settled_history(chain, batch_id).book.of_worker(alice) == {0: 1, 1: 1 << 3}
     assert chain.escrow.functions.earningsOf(batch_id, alice).call() == [2 * REWARD, 0]
+
+
+def test_a_queued_settlement_lands_when_the_worker_is_opened_before_it_is_sent(chain, keys, submitter):
+    """Signed while the worker was sealed (restating its word 1, `before` from the digest), queued,
+    then a stranger's openSettled lands before the submitter sends it: the escrow settles it against
+    the stored words and ignores `before`, so the opening changes its gas, not its outcome."""
+    batch_id = create_batch(chain, keys[REQUESTER], task_count=200, answers_per_task=1, reward=REWARD)
+    alice = Account.from_key(keys[ALICE]).address
+    rows = [row(chain, keys[ALICE], batch_id, t, hold_until=2**40) for t in (195, 0)]
+    first = settle_onchain(chain, keys, batch_id, [manifest_answer(rows[0])])
+    settlement, before, signature, _ = signed_settlement(chain, keys, batch_id, [manifest_answer(rows[1])], first)
+    assert [(w.word_index, w.bits) for w in settlement.settled] == [(0, 1), (1, 0)] and before == [0, 1 << 3]
+    with submitter.engine.begin() as conn:
+        job_id = jobs.add(conn, submitter.chain_id, "settle", settle_calldata(settlement, before, signature),
+                          batch_id=batch_id)
+    words = open_words(settled_history(chain, batch_id).book.of_worker(alice))
+    chain.transact(keys[9], chain.escrow.functions.openSettled(batch_id, alice, words))
+    assert settled_history(chain, batch_id).book.opened == {alice}
+
+    run_until_settled(submitter)
+    with submitter.engine.connect() as conn:
+        job = jobs.get(conn, job_id)
+    assert job.status == "mined", job.error
+    book = settled_history(chain, batch_id).book
+    assert book.opened == {alice} and book.of_worker(alice) == {0: 1, 1: 1 << 3}
+    assert chain.escrow.functions.earningsOf(batch_id, alice).call() == [2 * REWARD, 0]
+    assert open_jobs(submitter) == []  # the relay opened nothing itself

@@ -427,9 +427,10 @@ class Submitter:
 
     def _up_to_date(self, job: jobs.Job) -> jobs.Job | None:
         """The job with what the chain's settled words say now, whatever they said when it was
-        queued: a settle's unsigned `before`, an openSettled's words (the worker may have been
-        settled again since). None if it has become pointless (the worker's words were opened
-        meanwhile: failed, nothing sent)."""
+        queued: a settle's unsigned `before` (the escrow ignores it for a worker whose words were
+        opened meanwhile, so such a settlement still goes), an openSettled's words (the worker may
+        have been settled again since). None if an open job has become pointless (its worker's
+        words were opened meanwhile: failed, nothing sent)."""
         try:
             if job.kind == "settle":
                 settlement, _, signature = settle_of(job.calldata)

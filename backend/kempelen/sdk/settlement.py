@@ -36,10 +36,6 @@ from kempelen.sdk.relay_client import RelayClient
 Progress = Callable[[str], None]
 
 
-OPENED_REASON = ("its worker's settled words in this batch were opened (SettledWordsOpened): "
-                 "it takes the direct path and can no longer be settled")
-
-
 class SettlementError(KempelenError):
     """A settlement or claim the escrow would refuse, caught before any transaction."""
 
@@ -167,14 +163,13 @@ def load_manifest(fetch: Callable[[str], bytes], cid: str) -> SettlementManifest
 def candidates(relay: RelayClient, chain: Chain, batch_id: int,
                book: SettledBook | None = None) -> tuple[list[SettlementCandidate], dict]:
     """The relay's held answers of the batch that neither a settlement nor the direct path has
-    taken, and why each other answer is out ((worker lower, task) -> reason). An answer of a
-    worker whose settled words were opened (SettledWordsOpened) is out too: the escrow no longer
-    settles that worker in the batch, its answers go the direct path. `book`: the batch's
-    settled words (read from the chain if not given)."""
+    taken, and why each other answer is out ((worker lower, task) -> reason). A worker whose
+    settled words were opened (SettledWordsOpened) is settled like any other: the escrow checks
+    its entries against its stored words. `book`: the batch's settled words (read from the chain
+    if not given)."""
     direct = {(a.worker.lower(), a.task_index): a.status for a in batch_answers(chain, batch_id)}
     if book is None:
         book = settled_history(chain, batch_id).book
-    opened = {w.lower() for w in book.opened}
     found, excluded = [], {}
     for row in relay.signed_answers(batch_id):
         key = (row["worker"].lower(), row["task_index"])
@@ -182,8 +177,6 @@ def candidates(relay: RelayClient, chain: Chain, batch_id: int,
             excluded[key] = "already settled"
         elif key in direct:
             excluded[key] = f"on the direct path (status {direct[key]})"
-        elif key[0] in opened:
-            excluded[key] = OPENED_REASON
         elif row["status"] != "held":
             excluded[key] = f"not held for settlement at the relay (status {row['status']})"
         else:
@@ -235,9 +228,6 @@ def settle(requester, batch_id: int, *, answers: Iterable | None = None,
     book = settled_history(chain, batch_id).book
     found, excluded = candidates(relay, chain, batch_id, book)
     chosen = choose(found, excluded, answers, approve)
-    opened = sum(1 for reason in excluded.values() if reason == OPENED_REASON)
-    if opened:
-        say(f"{opened} held answers of workers whose settled words were opened go the direct path instead")
     say(f"{len(found)} answers held for settlement, {len(chosen)} chosen")
     if not chosen:
         raise SettlementError(f"nothing to settle in batch {batch_id}: " + (
@@ -262,10 +252,12 @@ def settle(requester, batch_id: int, *, answers: Iterable | None = None,
         sequence=(records[-1].sequence + 1) if records else 1)
     expected = CID.from_bytes(unsigned.manifest_cid)
     try:
-        # The signed entries restate every earlier word of each worker paid (bits 0 where nothing
-        # is new): the escrow checks the unsigned `before` against the worker's digest.
+        # The signed entries restate every earlier word of each sealed worker paid (bits 0 where
+        # nothing is new): the escrow checks the unsigned `before` against the worker's digest. An
+        # opened worker's entries are only its new words: the escrow reads its stored words and
+        # ignores `before` for it, so an openSettled landing before this is mined costs gas only.
         settlement = manifest.settlement(expected, book)
-    except KempelenError as exc:  # an answer settled meanwhile, or a worker opened meanwhile
+    except KempelenError as exc:  # an answer settled meanwhile
         raise SettlementError(f"cannot settle batch {batch_id}: {exc}") from None
     restated = sum(1 for w in settlement.settled if not w.bits)
     pinned = requester.pinner.pin(manifest.to_json(), kind="settlement")

@@ -72,9 +72,10 @@ class SettlementBody(BaseModel):
     cumulative_total: Uint256
     manifest_cid: str = Field(max_length=128)
     settled: list[SettledWordBody] = Field(
-        description="the signed entries: the answers paid, and every earlier settled word of each worker paid "
-                    "restated with bits 0 (kempelen.protocol.sealed); `before` is not sent: the relay computes it "
-                    "from the batch's AnswersSettled events when it sends the settlement")
+        description="the signed entries: the answers paid, and every earlier settled word of each sealed "
+                    "worker paid restated with bits 0 (kempelen.protocol.sealed; optional for a worker whose "
+                    "words were opened); `before` is not sent: the relay computes it from the batch's "
+                    "AnswersSettled events when it sends the settlement")
     signature: HexBytes = Field(description="the requester's EIP-712 signature of the Settlement")
 
     def settlement(self) -> Settlement:
@@ -151,19 +152,29 @@ def _check_settlement(state: RelayState, body: SettlementBody) -> tuple[Settleme
 
 
 def _before(state: RelayState, settlement: Settlement) -> list[int]:
-    """`settle`'s unsigned `before` from the batch's settled words on-chain; refuses entries that
-    do not restate exactly the earlier words of the workers paid (the escrow would revert with
-    SettlementPriorMismatch), an answer already settled, and a worker whose words were opened."""
+    """`settle`'s unsigned `before` from the batch's settled words on-chain. Refused: an answer
+    already settled (409); for each sealed worker, entries that do not restate exactly its earlier
+    words (the escrow would revert with SettlementPriorMismatch); a restating entry (bits 0) on a
+    word where its worker has no settled bits (SettlementEmptyWord). An opened worker's words are
+    stored (openSettled): the escrow checks its entries against them and ignores `before`, so its
+    restating entries are optional, as in a settlement signed before the opening landed."""
     book = settled_history(state.chain, settlement.batch_id).book
     paid = [w for w in settlement.settled if w.bits]
     try:
         expected = book.restated(paid)
     except KempelenError as exc:
         raise Refused(f"the escrow would revert: {exc}", reason=str(exc)) from None
-    if tuple(settlement.settled) != expected:
-        raise InvalidContent("the settled entries must restate every earlier settled word of each worker paid, "
-                             "with bits 0, and nothing else (SettledBook.restated in kempelen.protocol.sealed): "
-                             f"{len(expected)} entries expected, {len(settlement.settled)} given", field="settled")
+    opened = {to_checksum_address(w) for w in book.opened}
+    sealed = tuple(w for w in settlement.settled if w.worker not in opened)
+    if sealed != tuple(w for w in expected if w.worker not in opened):
+        raise InvalidContent("the settled entries must restate every earlier settled word of each worker paid "
+                             "whose words are sealed, with bits 0, and nothing else (SettledBook.restated in "
+                             f"kempelen.protocol.sealed): {len(expected)} entries expected, "
+                             f"{len(settlement.settled)} given", field="settled")
+    for w in settlement.settled:
+        if not w.bits and not book.of_worker(w.worker).get(w.word_index):
+            raise InvalidContent(f"entry ({w.worker}, word {w.word_index}) has no bits and restates no settled word "
+                                 "(the escrow would revert with SettlementEmptyWord)", field="settled")
     return book.before(settlement.settled)
 
 
