@@ -70,9 +70,11 @@ class SettlementBook:
 
     def entries(self, new_answers, checked=True) -> tuple[SettledWord, ...]:
         """The signed entries paying `new_answers`: their words, plus every earlier word of the
-        workers they pay (restated with bits 0). `checked`: through SettledBook.restated, which
-        refuses answers already settled and opened workers; unchecked, the same entries for a
-        test that wants the escrow to refuse them."""
+        sealed workers they pay (restated with bits 0). `checked`: through SettledBook.restated,
+        which refuses answers already settled and restates no opened worker's words (the escrow
+        has them in storage); unchecked, entries restating every paid worker's earlier words, opened
+        or not, and refusing nothing: for a test that wants the escrow to refuse them, or to show
+        that restating an opened worker's words is a harmless no-op."""
         new = settled_words([(str(w), t) for w, t in new_answers])
         if checked:
             return self.sealed.restated(new)
@@ -141,7 +143,8 @@ class SettlementBook:
 
 
 def restate_unchecked(sealed, new) -> tuple[SettledWord, ...]:
-    """SettledBook.restated without its refusals (answers already settled, opened workers)."""
+    """SettledBook.restated without its refusal of answers already settled, and restating the
+    earlier words of opened workers too (allowed, no-ops, not required)."""
     by_key = {(int(e.worker, 16), e.word_index): e for e in new}
     for worker in {str(e.worker) for e in new}:
         for word_index in sealed.of_worker(worker):
@@ -225,3 +228,15 @@ def record_of(escrow, batch_id, worker) -> tuple[int, int, int]:
         _records_slot.append(found[0])
     value = load(_records_slot[0])
     return value & DIGEST_MASK, (value >> 192) & 0xFFFFFFFF, value >> 224
+
+
+def stored_word_of(escrow, batch_id, worker, word_index) -> int:
+    """The escrow's stored bits of an opened worker's word (0 while sealed, or for a word it has no
+    bits in): _settledWords[batchId << 192 | wordIndex << 160 | worker], the mapping declared
+    right after _records in BatchSettlement, so at the records' slot + 1 (found by record_of from
+    the worker's record, which an opened worker has)."""
+    if not _records_slot:
+        record_of(escrow, batch_id, worker)
+    key = (int(batch_id) << 192) | (int(word_index) << 160) | int(str(worker), 16)
+    slot = _mapping_slot(key, _records_slot[0] + 1)
+    return int.from_bytes(web3.eth.get_storage_at(escrow.address, slot), "big")

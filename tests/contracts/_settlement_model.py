@@ -1,6 +1,7 @@
 """The settlement steps of test_settlement_invariants.py's state machine (PathsModel): settle
-(honest over several rounds, restate-only, and forged: conflicting answers, a wrong `before`, a
-restated entry left out), claim, and openSettled, each checked against the model's state."""
+(honest over several rounds, of sealed and opened workers, restate-only, and forged: conflicting
+answers, a wrong `before`, a restated entry left out), claim, and openSettled, each checked
+against the model's state."""
 
 import brownie
 from _helpers import PAID, PENDING
@@ -43,9 +44,7 @@ class SettlementSteps:
                 keys = list(dict.fromkeys(keys + [taken[ix % len(taken)]]))
             errors = set()
             for k in keys:
-                if (batch_id, k[1]) in self.opened:
-                    errors.add("PriorMismatch")
-                if k in self.settled:
+                if k in self.settled:  # against `before` if sealed, the stored words if opened
                     errors.add("AlreadySettled")
                 if self.direct.get(k) in (PENDING, PAID):
                     errors.add("AnsweredDirectly")
@@ -54,54 +53,71 @@ class SettlementSteps:
                 # The first conflicting entry (in the escrow's order) names the error.
                 self._refused(f"Settlement({'|'.join(sorted(errors))}): .*", settlement, book)
                 return "refused"
-        keys = [k for k in keys if k not in self.settled and self.direct.get(k) not in (PENDING, PAID)
-                and (batch_id, k[1]) not in self.opened]
+        keys = [k for k in keys if k not in self.settled and self.direct.get(k) not in (PENDING, PAID)]
         if not keys:
             return self._restate_only(batch_id, ix)
         answers = [(w, t) for _, w, t in keys]
         cost = len(keys) * (self.rewards[batch_id] + self.fees[batch_id])
-        settlement, _ = book.build(answers)
+        opened = {w for _, w, _ in keys if (batch_id, w) in self.opened}  # settled against stored words
+        settlement, tree = book.build(answers)
+        # The SDK restates the earlier words of the sealed workers it pays, not of opened ones.
+        assert {e.worker for e in settlement.settled if e.bits == 0} <= {w for _, w, _ in keys} - opened
+        if opened and (ix % 4 == 1 or mode == "drop"):  # restating an opened worker's words anyway: no-ops
+            settlement, tree = book.build(answers, checked=False)
         if cost > self.funds[batch_id]:
             self._refused("SettlementInsufficientFunds: .*", settlement, book)
             return "refused"
         before = book.before(settlement)
         assert before == [self._words(batch_id, e.worker).get(e.word_index, 0) for e in settlement.settled]
-        if mode == "drop" and any(e.bits == 0 for e in settlement.settled):
-            j = [i for i, e in enumerate(settlement.settled) if e.bits == 0][ix % sum(e.bits == 0 for e in settlement.settled)]
+        zero = [i for i, e in enumerate(settlement.settled) if e.bits == 0]
+        if any(settlement.settled[i].worker in opened for i in zero):
+            outcome = "ok_opened_restated"
+        else:
+            outcome = "ok_opened" if opened else "ok_restating" if zero else "ok"
+        if mode == "drop" and zero:
+            j = zero[ix % len(zero)]
             worker = settlement.settled[j].worker
-            dropped, _ = book.build(answers, settled=settlement.settled[:j] + settlement.settled[j + 1:])
-            self._refused(f"SettlementPriorMismatch: {batch_id}, {worker.lower()}", dropped, book,
-                          before=before[:j] + before[j + 1:])
-            return "dropped_restated"
-        if mode in ("before", "drop"):
-            i = ix % len(settlement.settled)
+            dropped, tree = book.build(answers, settled=settlement.settled[:j] + settlement.settled[j + 1:])
+            if worker not in opened:
+                self._refused(f"SettlementPriorMismatch: {batch_id}, {worker.lower()}", dropped, book,
+                              before=before[:j] + before[j + 1:])
+                return "dropped_restated"
+            # An opened worker's restated words are not required.
+            settlement, before, outcome = dropped, before[:j] + before[j + 1:], "ok_opened_dropped_restated"
+        elif mode in ("before", "drop"):
+            mine = [i for i, e in enumerate(settlement.settled) if e.worker in opened]
+            i = mine[ix % len(mine)] if mine and ix // 3 % 2 else ix % len(settlement.settled)
             entry = settlement.settled[i]
             forged = list(before)
             free = ~entry.bits
             forged[i] ^= free & -free  # a bit the entry does not settle: no overlap
-            error = "SettlementEmptyWord" if forged[i] | entry.bits == 0 else "SettlementPriorMismatch"
-            self._refused(f"{error}: {batch_id}, {entry.worker.lower()}(, {entry.word_index})?", settlement, book,
-                          before=forged)
-            return "forged_before"
-        restating = sum(1 for e in settlement.settled if e.bits == 0)
-        tx = book.post(answers, self.relay)
+            if entry.worker not in opened:
+                error = "SettlementEmptyWord" if forged[i] | entry.bits == 0 else "SettlementPriorMismatch"
+                self._refused(f"{error}: {batch_id}, {entry.worker.lower()}(, {entry.word_index})?", settlement,
+                              book, before=forged)
+                return "forged_before"
+            before, outcome = forged, "ok_opened_forged_before"  # ignored: the stored words count
+        tx = book.send(settlement, self.relay, before=before)
+        book.record(settlement, tree, tx, answers)
         assert tx.events["SettlementPosted"]["answers"] == len(keys)
         self.settled.update(keys)
         self.funds[batch_id] -= cost
         self._credit(self.tokens[batch_id], self.relay, len(keys) * self.fees[batch_id])
-        return "ok_restating" if restating else "ok"
+        return outcome
 
     def _restate_only(self, batch_id, ix):
-        """A settlement with nothing new that restates one sealed worker's words: pays nothing."""
+        """A settlement with nothing new that restates one settled worker's words: pays nothing.
+        For an opened worker (no-ops) `before` is all ones half the time: ignored."""
         book = self.books[batch_id]
-        sealed = sorted(str(w) for w in self.workers if self._sealed(batch_id, str(w)))
-        if not sealed:
+        settled = sorted(str(w) for w in self.workers if self._words(batch_id, str(w)))
+        if not settled:
             return None
-        worker = sealed[ix % len(sealed)]
+        worker = settled[ix % len(settled)]
         entries = [SettledWord(worker, i, 0) for i in sorted(self._words(batch_id, worker))]
-        tx = book.post([], self.relay, settled=entries)
+        garbage = (batch_id, worker) in self.opened and ix % 2 == 1
+        tx = book.post([], self.relay, settled=entries, before=[2**256 - 1] * len(entries) if garbage else None)
         assert tx.events["SettlementPosted"]["answers"] == 0
-        return "restate_only"
+        return "restate_only_opened" if (batch_id, worker) in self.opened else "restate_only"
 
     def act_claim(self, batch_id, keys, honest, ix):
         book = self.books[batch_id]

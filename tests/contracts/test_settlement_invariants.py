@@ -1,13 +1,15 @@
 """Stateful fuzzing of both payment paths together against a Python model.
 
 Hypothesis drives random sequences of: settlements of answers the relay holds over several rounds
-(honest ones restating the paid workers' earlier words with the right `before`, restate-only
-ones, and forged ones: naming answers already on the direct path, already settled or of an opened
-worker, with a wrong `before`, or with a restated entry left out), openSettled (honest, with
-wrong words, twice, for a worker with nothing settled), claims (current, stale, inflated), direct
-submissions (sealed workers skipped, opened workers' settled answers refused, their others
-accepted), approve / reject / release, withdrawals and time passing, over an ETH and a stablecoin
-batch. After every step:
+(honest ones restating the paid sealed workers' earlier words with the right `before`, and paying
+opened workers against their stored words, with or without restating them, whatever their
+`before`; restate-only ones; and forged ones: naming answers already on the direct path or already
+settled, with a wrong `before` for a sealed worker, or with a sealed worker's restated entry left
+out), openSettled (honest, with wrong words, twice, for a worker with nothing settled), claims
+(current, stale, inflated), direct submissions (sealed workers skipped, opened workers' settled
+answers refused, including those settled after the opening, their others accepted), approve /
+reject / release, withdrawals and time passing, over an ETH and a stablecoin batch. After every
+step:
 
 - the money invariant of ISettlement per token, from the chain alone: token balance of the
   escrow == Σ batches (funds + pending × reward) + Σ (settled − claimed) + Σ balances,
@@ -17,7 +19,8 @@ batch. After every step:
 - no answer is paid by both paths: never settled while pending or paid on the direct path;
 - the settled words anyone rebuilds from the AnswersSettled events are the model's, and the
   escrow's digest of every sealed worker is theirs (openSettled of them succeeds, as an eth_call);
-  a worker with nothing settled, or opened, cannot be opened.
+  a worker with nothing settled, or opened, cannot be opened; an opened worker's record keeps the
+  OPENED digest and its stored words are the model's (settlements after the opening included).
 
 The settlement steps (settle, claim, open) live in _settlement_model.py.
 KEMPELEN_SETTLE_FUZZ_EXAMPLES / KEMPELEN_SETTLE_FUZZ_STEPS enlarge the run (defaults: ~1 minute).
@@ -50,7 +53,14 @@ from _helpers import (  # noqa: F401  (fixtures)
     signed_answer,
     submitted,
 )
-from _settlement import SettlementBook, requester_with_key, settled_batch
+from _settlement import (
+    OPENED,
+    SettlementBook,
+    record_of,
+    requester_with_key,
+    settled_batch,
+    stored_word_of,
+)
 from _settlement_model import SettlementSteps
 from brownie import accounts, web3
 from hypothesis import HealthCheck
@@ -293,7 +303,7 @@ class PathsModel(SettlementSteps):
     def _check_sealed_words(self):
         """The words rebuilt from the events are the model's; the escrow's digest of each sealed
         worker is theirs (openSettled, as an eth_call, accepts them); opened workers and workers
-        with nothing settled cannot be opened."""
+        with nothing settled cannot be opened; opened workers' stored words are the model's."""
         pairs = [(b, str(w)) for b in self.batch_ids for w in self.workers]
         calls = []
         for b, w in pairs:
@@ -304,6 +314,11 @@ class PathsModel(SettlementSteps):
             calls.append((self.escrow.openSettled, (b, w, open_words(words) or [1])))
         for (b, w), result in zip(pairs, batch_call(calls, allow_revert=True)):
             assert (result is not REVERTED) == self._sealed(b, w), (b, w, result)
+        for b, w in sorted(self.opened):
+            assert record_of(self.escrow, b, w)[0] == OPENED, (b, w)
+            words = self._words(b, w)
+            for i in range(max(TASKS) // 192 + 1):
+                assert stored_word_of(self.escrow, b, w, i) == words.get(i, 0), (b, w, i)
 
 
 def test_both_paths_keep_the_money_invariant(deployment):
