@@ -21,7 +21,7 @@ from kempelen.protocol.settlement import (
     build_settlement,
     claim_for,
 )
-from kempelen.protocol.signing import Answer, Domain, answer_digest, sign
+from kempelen.protocol.signing import Answer, Domain, SettledWord, answer_digest, sign
 from kempelen.protocol.tasksets import task_sets
 
 
@@ -120,12 +120,14 @@ class History:
 
     def settle(self, requester: str, poster: str, batch_id: int, answers: list[ManifestAnswer], *,
                tamper: Callable[[SettlementManifest], SettlementManifest] | None = None,
-               root: bytes | None = None, store_manifest: bool = True):
+               root: bytes | None = None, store_manifest: bool = True,
+               before: Callable[[SettledWord, int], int] | None = None):
         """The requester's next settlement of `answers`, built with kempelen.protocol.settlement,
         its manifest stored, signed and posted by `poster`. `tamper` rewrites the manifest before
         it is stored and signed (a dishonest requester; it gets the honest one), `root` replaces the signed root (a manifest
         that is not the root's), `store_manifest=False` never stores it (a manifest nobody has). The
-        entries restate the earlier words of the workers paid, with their bits as `before`."""
+        entries restate the earlier words of the sealed workers paid, with their bits as `before`;
+        `before(entry, bits)` replaces an entry's (the escrow ignores it for an opened worker)."""
         record = self.escrow.functions.batch(batch_id).call()
         token, reward = record[4], record[7]
         previous, previous_cid = self.settled.get(batch_id, (None, None))
@@ -140,8 +142,10 @@ class History:
         if root is not None:
             settlement = dataclasses.replace(settlement, root=root)
         signature = sign(self.domain.digest(settlement.struct_hash()), requester)
-        receipt = self.send(poster, self.escrow.functions.settle(settlement.as_tuple(), book.before(settlement.settled),
-                                                                 signature))
+        prior = book.before(settlement.settled)
+        if before is not None:
+            prior = [before(entry, bits) for entry, bits in zip(settlement.settled, prior)]
+        receipt = self.send(poster, self.escrow.functions.settle(settlement.as_tuple(), prior, signature))
         book.add(settlement.settled)
         self.books[batch_id] = book
         self.settled[batch_id] = (manifest, cid)

@@ -183,7 +183,8 @@ def settlement_phase(actors: Actors, eth_batch: int, usdc_batch: int) -> None:
     (one by a stranger for the worker), workers settled twice in a batch (w2 in one ETH word; w1
     in two USDC words, its second settlement restating word 1 with an entry of no bits), a direct
     answer to a task another worker's answer was settled for, and w2's sealed words in the USDC
-    batch: its direct answer is skipped (SettlementSealed), its words opened, then accepted."""
+    batch: its direct answer is skipped (SettlementSealed), its words opened, then accepted, and
+    w2 settled again (task 196, word 1) with no entry restating its word 0."""
     w1, w2, w3 = actors.workers
     actors.settle(actors.requester, eth_batch, [(w2, 1), (w3, 3), (w1, 3)])
     actors.settle(actors.requester2, usdc_batch, [(w1, 5), (w1, 6), (w1, 195), (w2, 7)],
@@ -197,6 +198,7 @@ def settlement_phase(actors: Actors, eth_batch: int, usdc_batch: int) -> None:
     actors.submit(usdc_batch, [(w2, 9, "f")])  # skipped: w2's settled words are sealed
     actors.open_settled(usdc_batch, w2)
     actors.submit(usdc_batch, [(w2, 9, "f"), (w2, 7, "g")])  # 9 accepted; 7 was settled: skipped
+    actors.settle(actors.requester2, usdc_batch, [(w2, 196)])  # opened: settled against its stored words
 
 
 def dump(database_url: str, chain_id: int) -> dict[str, list]:

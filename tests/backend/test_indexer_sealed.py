@@ -77,6 +77,17 @@ def test_restating_entries_give_no_rows_and_opening_moves_no_money():
     assert only_restating.settled_answers == {}  # (the escrow refuses such a settlement: SettlementEmptyWord)
 
 
+def test_an_opened_worker_settled_again_gives_rows_as_any_other():
+    """After its opening OTHER is settled in word 1 alone (no entry restating its word 0, as the
+    escrow allows for an opened worker): one row, counted and paid like any settled answer."""
+    rows = [*history(), *settlement(5, 3, [(OTHER, 1, 1 << 2)], 1, 6)]
+    changes = project(1, rows, {})
+    assert changes.settled_answers[(1, OTHER, 194)]["sequence"] == 3
+    assert len(changes.settled_answers) == 6 and list(changes.opened) == [(1, OTHER)]
+    delta = changes.batch_deltas[1]
+    assert (delta["answers_settled"], delta["settled_rewards"], delta["funds"]) == (6, 6 * REWARD, -6 * (REWARD + FEE))
+
+
 def test_decoder_reads_opened_words_and_restating_entries():
     abi = artifacts.load("TaskEscrow").abi
     topics = EventDecoder(abi)

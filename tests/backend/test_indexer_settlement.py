@@ -40,7 +40,8 @@ def test_settlements_claims_and_money_match_the_escrow(actors, database_url):
     w1, w2, w3 = (actors.address(k) for k in actors.workers)
 
     settlements = {(s["batch_id"], s["sequence"]): s for s in index["indexed_settlements"]}
-    assert sorted(settlements) == [(eth_batch, 1), (eth_batch, 2), (usdc_batch, 1), (usdc_batch, 2)]
+    assert sorted(settlements) == [(eth_batch, 1), (eth_batch, 2), (usdc_batch, 1), (usdc_batch, 2),
+                                   (usdc_batch, 3)]
     for (batch_id, _), s in settlements.items():
         reward, fee = escrow.batch(batch_id).call()[7:9]
         assert (s["amount"], s["relay_fees"]) == (s["answers"] * reward, s["answers"] * fee)
@@ -49,17 +50,22 @@ def test_settlements_claims_and_money_match_the_escrow(actors, database_url):
                                                      latest["cumulative_total"]]
     assert latest["manifest_cid"].startswith("bafk") and latest["answers"] == 1
     assert settlements[(usdc_batch, 1)]["poster"] == w2
-    assert (settlements[(usdc_batch, 1)]["answers"], settlements[(usdc_batch, 2)]["answers"]) == (4, 1)
+    assert [settlements[(usdc_batch, n)]["answers"] for n in (1, 2, 3)] == [4, 1, 1]
 
     settled = {(a["batch_id"], a["worker"], a["task_index"]): a["sequence"]
                for a in index["indexed_settled_answers"]}
     assert settled == {(eth_batch, w2, 1): 1, (eth_batch, w3, 3): 1, (eth_batch, w1, 3): 1,
                        (eth_batch, w2, 2): 2, (usdc_batch, w1, 5): 1, (usdc_batch, w1, 6): 1,
-                       (usdc_batch, w1, 195): 1, (usdc_batch, w2, 7): 1, (usdc_batch, w1, 8): 2}
+                       (usdc_batch, w1, 195): 1, (usdc_batch, w2, 7): 1, (usdc_batch, w1, 8): 2,
+                       (usdc_batch, w2, 196): 3}
     # The second USDC settlement restates w1's word 1 (task 195) with no bits: logged, no row.
     restating = [e["args"]["settled"] for e in index["chain_events"] if e["name"] == "AnswersSettled"
                  and e["args"]["batchId"] == usdc_batch and e["args"]["sequence"] == 2]
     assert restating == [[{"worker": w1, "wordIndex": 0, "bits": 1 << 8}, {"worker": w1, "wordIndex": 1, "bits": 0}]]
+    # The third settles w2 after its words were opened: its new word only, word 0 not restated.
+    reopened = [e for e in index["chain_events"] if e["name"] == "AnswersSettled"
+                and e["args"]["batchId"] == usdc_batch and e["args"]["sequence"] == 3]
+    assert [e["args"]["settled"] for e in reopened] == [[{"worker": w2, "wordIndex": 1, "bits": 1 << 4}]]
     for batch_id in batches:  # the escrow's settled counts are the rows' (its words are sealed digests)
         reward = escrow.batch(batch_id).call()[7]
         for worker in (w1, w2, w3):
@@ -82,6 +88,7 @@ def test_settlements_claims_and_money_match_the_escrow(actors, database_url):
     assert (usdc_batch, w2, 9) in direct and (usdc_batch, w2, 7) not in direct
     assert (usdc_batch, w3, 5) in direct  # w1's answer to task 5 was settled, w3's went the direct way
     assert escrow.answerStatus(usdc_batch, w2, 9).call()[0] == 1  # pending
+    assert reopened[0]["block_number"] > skipped[1][2]  # w2 settled again after the opening
 
     claims = sorted((c["batch_id"], c["worker"], c["amount"], c["cumulative"]) for c in index["indexed_claims"])
     five_eth = 5 * 10**18

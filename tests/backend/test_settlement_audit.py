@@ -18,6 +18,7 @@ from web3 import Web3
 from kempelen.audit import run_audit
 from kempelen.audit.content import DirectoryStore
 from kempelen.audit.report import SCHEMA_PATH, to_json
+from kempelen.audit.scan import decode_settle_calldata
 from kempelen.chain import artifacts
 from kempelen.chain.contracts import ETH, deploy_protocol
 from kempelen.ipfs.store import ContentStore
@@ -46,8 +47,10 @@ def audit(h: History, **kwargs):
 def settled(anvil, keys, tmp_path_factory):
     """Settlements beside the direct path on an ETH batch (two settled words, two settlements whose
     second restates w1's and w2's earlier words, claims in between, a rejected direct answer
-    settled later, w3's sealed words opened so that its next answer takes the direct path) and a
-    USDC batch settled by a worker, reclaimed with part of its pool still unclaimed."""
+    settled later, w3's sealed words opened so that its next answer takes the direct path, then a
+    third settlement paying w3 again in another word with no restating entry and a garbage
+    `before`, which the escrow ignores for an opened worker) and a USDC batch settled by a worker,
+    reclaimed with part of its pool still unclaimed."""
     h = protocol(anvil, keys, tmp_path_factory.mktemp("settled-store"))
     requester_a, requester_b, relayer, w1, w2, w3, w4 = keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7]
 
@@ -70,6 +73,13 @@ def settled(anvil, keys, tmp_path_factory):
     h.open_settled(w4, eth, w3)
     h.submit(relayer, [h.sign_answer(eth, 8, w3, b"direct 8"), h.sign_answer(eth, 7, w3, b"again 7")])
     h.approve(requester_a, eth, [(w3, 8)])
+    # w3 is opened: settled again in word 1 (task 193) without restating its word 0, with a `before`
+    # that is not its bits; w1 is sealed: its words 0 and 1 are restated, its `before` honest.
+    garbage = {address(w3): 0xDEAD}
+    reopened = h.settle(requester_a, relayer, eth, [h.signed_answer(eth, 193, w3, b"eth 193 after opening"),
+                                                    h.signed_answer(eth, 4, w1, b"eth 4")],
+                        before=lambda entry, bits: garbage.get(entry.worker, bits))
+    h.claim(w3, eth, w3)
 
     token = h.w3.eth.contract(address=h.deployment.tokens["USDC"], abi=artifacts.load("TestStablecoin").abi)
     h.send(requester_b, token.functions.mint(address(requester_b), 1_000 * USDC))
@@ -88,7 +98,7 @@ def settled(anvil, keys, tmp_path_factory):
     for key in (w1, w2, w3, relayer):
         h.send(key, h.escrow.functions.withdraw(ETH))
     h.send(w4, h.escrow.functions.withdraw(token.address))
-    return {"history": h, "eth": eth, "usdc": usdc, "usdc_token": token.address,
+    return {"history": h, "eth": eth, "usdc": usdc, "usdc_token": token.address, "reopened": reopened,
             "w1": address(w1), "w2": address(w2), "w3": address(w3)}
 
 
@@ -97,19 +107,38 @@ def test_honest_settlements_audit_clean(settled):
     report = audit(h)
     assert report.findings == [], [f.to_json() for f in report.findings]
     eth, usdc = report.batches[settled["eth"]], report.batches[settled["usdc"]]
-    assert (eth.settlements, eth.settled_answers, eth.claims) == (2, 9, 4)
-    assert eth.settled == 9 * REWARD and eth.claimed == 8 * REWARD  # w2 has not claimed its third
+    assert (eth.settlements, eth.settled_answers, eth.claims) == (3, 11, 5)
+    # w2 has not claimed its third, nor w1 its sixth (task 4, settled after the opening of w3)
+    assert eth.settled == 11 * REWARD and eth.claimed == 9 * REWARD
     assert (usdc.settlements, usdc.settled_answers, usdc.settled, usdc.claimed) == (1, 3, 3 * USDC, 2 * USDC)
     assert usdc.locked_onchain == usdc.locked_replayed == USDC  # w1's unclaimed leaf, after the reclaim
     usdc_totals = report.tokens[settled["usdc_token"]]
     assert usdc_totals.owed_replayed == usdc_totals.balance
-    # 6 + 3 + 3 settled answers and 6 direct ones: every signature re-verified.
-    assert report.signatures_checked == 12 + 6
-    assert len(report.settlements) == 3 and all(s.manifest_verified for s in report.settlements)
+    # 6 + 3 + 2 + 3 settled answers and 6 direct ones: every signature re-verified.
+    assert report.signatures_checked == 14 + 6
+    assert len(report.settlements) == 4 and all(s.manifest_verified for s in report.settlements)
     # w3's answer to task 8: skipped while its settled words were sealed, accepted once opened (its
     # settled task 7 skipped again), approved; the second settlement restated earlier words.
     assert (eth.submitted, eth.skipped, eth.approved) == (4, 2, 2)
-    assert report.worker_earnings[(ETH, settled["w3"])] == 3 * REWARD  # task 7 claimed, 8 approved, 0 released
+    # tasks 7 and 193 claimed (193 settled after the opening), 8 approved, 0 released
+    assert report.worker_earnings[(ETH, settled["w3"])] == 4 * REWARD
+
+
+def test_opened_worker_settled_again_with_a_garbage_before_audits_clean(settled):
+    """The third ETH settlement really carried no restating entry for w3 and a `before` that is not
+    its bits: the escrow ignored it (w3 was opened) and the auditor does too; w1's was checked."""
+    h, w1, w3 = settled["history"], settled["w1"], settled["w3"]
+    tx = h.w3.eth.get_transaction(settled["reopened"].transactionHash)
+    (call,) = decode_settle_calldata(bytes(tx.input))
+    entries = [(e.worker, e.word_index, e.bits) for e in call.settlement.settled]
+    assert entries == sorted(entries, key=lambda e: (int(e[0], 16), e[1]))  # as the escrow requires
+    assert set(entries) == {(w1, 0, 1 << 4), (w1, 1, 0), (w3, 1, 1 << 1)}  # w3's word 0 not restated
+    before = dict(zip(((worker, index) for worker, index, _ in entries), call.before))
+    assert before == {(w1, 0): 0b1111, (w1, 1): 1 << 3, (w3, 1): 0xDEAD}  # tasks 0-3 and 195 of w1
+    report = audit(h, batches=[settled["eth"]])
+    assert report.findings == [], [f.to_json() for f in report.findings]
+    assert [s.sequence for s in report.settlements] == [1, 2, 3]
+    assert all(s.manifest_verified for s in report.settlements)
 
 
 # -- a requester whose manifests disagree with the chain ------------------------------------------
@@ -214,12 +243,12 @@ def test_reports_show_settlements_and_follow_the_schema(settled, dishonest, tmp_
                        html_path=html_path)
     document = to_json(report)
     validator.validate(document)
-    assert document["summary"]["settlements"] == 3 and document["summary"]["settled_answers"] == 12
-    assert document["summary"]["claims"] == 5
+    assert document["summary"]["settlements"] == 4 and document["summary"]["settled_answers"] == 14
+    assert document["summary"]["claims"] == 6
     eth = next(b for b in document["batches"] if b["batch"] == settled["eth"])
-    assert (eth["settled"], eth["claimed"], eth["settlements"]) == (str(9 * REWARD), str(8 * REWARD), 2)
+    assert (eth["settled"], eth["claimed"], eth["settlements"]) == (str(11 * REWARD), str(9 * REWARD), 3)
     assert [(s["batch"], s["sequence"], s["manifest_verified"]) for s in document["settlements"]] == [
-        (settled["eth"], 1, True), (settled["eth"], 2, True), (settled["usdc"], 1, True)]
+        (settled["eth"], 1, True), (settled["eth"], 2, True), (settled["eth"], 3, True), (settled["usdc"], 1, True)]
     page = html_path.read_text()
     assert "<h2>Settlements</h2>" in page and document["settlements"][0]["manifest_cid"] in page
 
@@ -251,3 +280,7 @@ def test_event_decoder_reads_settlement_events_as_web3_does(settled):
     assert {"worker": w1, "wordIndex": 1, "bits": 0} in words and {"worker": w2, "wordIndex": 0, "bits": 0} in words
     (opened,) = [e for e in decoded if e.name == "SettledWordsOpened"]
     assert opened.args == {"batchId": settled["eth"], "worker": settled["w3"]}
+    # settled again after the opening: its word 1 alone, its word 0 not restated
+    w3_words = [(w["wordIndex"], w["bits"]) for e in decoded if e.name == "AnswersSettled"
+                and e.block_number > opened.block_number for w in e.args["settled"] if w["worker"] == settled["w3"]]
+    assert w3_words == [(1, 1 << 1)]

@@ -8,7 +8,8 @@ answers); every leaf must be exactly the worker's validly signed, settled answer
 every claim must be a leaf of the root in force when it was made. The requester's signature
 on the settlement itself is recovered from the `settle` calldata, as the escrow did, and must
 be the batch's requester's; the calldata's unsigned `before` must be the workers' earlier
-settled words (ISettlement's sealed settled words). The manifest's own rules
+settled words (ISettlement's sealed settled words), for every worker whose words were not opened
+(the escrow ignores `before` for an opened one). The manifest's own rules
 (earnings arithmetic, tree, links between manifests) are judged by the protocol module's
 verify_manifest, whose reasons a `settlement_manifest_unsound` finding carries.
 """
@@ -172,10 +173,11 @@ def settle_call_findings(settlements: list[SettlementRef], settle_calls: dict[st
                          replay: Replay, chain_id: int, escrow: str) -> list[Finding]:
     """Each settlement as its `settle` call carried it: signed by its batch's requester (recovered
     from the calldata that posted it under this chain's and escrow's domain, not taken from the
-    escrow's word), and with `before`, which nobody signs, equal to each entry's worker's bits
-    settled earlier in that word as the batch's AnswersSettled events give them (the escrow held
-    `before` to the worker's digest; a different one means it accepted words that were not the
-    worker's, or the replay missed a settlement)."""
+    escrow's word), and with `before`, which nobody signs, one word per entry, equal to each
+    entry's worker's bits settled earlier in that word as the batch's AnswersSettled events give
+    them (the escrow held `before` to the worker's digest; a different one means it accepted words
+    that were not the worker's, or the replay missed a settlement). Entries of a worker whose words
+    were opened are not compared: the escrow read its stored words and ignored `before` there."""
     domain, findings = Domain(chain_id, escrow), []
     for ref in settlements:
         calls = settle_calls.get(ref.event.transaction_hash)
@@ -199,8 +201,9 @@ def settle_call_findings(settlements: list[SettlementRef], settle_calls: dict[st
         if signer != requester:
             findings.append(Finding(SIGNATURES, "settlement_bad_requester_signature", f"settlement {ref.sequence} is "
                                     f"signed by {signer}, not the batch's requester {requester}", **_where(ref)))
-        if tuple(before) != ref.prior:
-            wrong = [(w.worker, w.word_index, b, p) for w, b, p in zip(ref.words, before, ref.prior) if b != p]
+        wrong = [(w.worker, w.word_index, b, p) for w, b, p in zip(ref.words, before, ref.prior)
+                 if p is not None and b != p]  # None: an opened worker's entry, `before` ignored
+        if len(before) != len(ref.prior) or wrong:
             shown = "; ".join(f"{worker} word {index}: {b:#x}, its settled bits {p:#x}"
                               for worker, index, b, p in wrong[:3]) or f"{len(before)} for {len(ref.prior)} entries"
             findings.append(Finding(PAYOUTS, "settlement_prior_mismatch", f"settlement {ref.sequence} was posted "

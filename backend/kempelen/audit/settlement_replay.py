@@ -10,17 +10,22 @@ answers x reward. Whether the manifests agree with all this is settlement_checks
 
 Sealed settled words: the escrow keeps only a digest of each worker's settled words per batch,
 so the replay rebuilds the words from AnswersSettled and holds the escrow to the rules it
-enforces with that digest. Checked here, from events alone: a settlement's entries for a worker
-restate every word the worker already has (`restatement_missing`); an entry with no bits
-restates a word the worker does have (`restated_unsettled_word`); a worker whose words were
-opened (SettledWordsOpened) is never settled again in the batch (`settled_after_opening`); only
-a worker with settled words is opened, once (`opened_without_settlement`, `opened_twice`); and
-`submitAnswers` accepts no answer of a worker whose words are sealed, i.e. settled and not yet
-opened (`accepted_while_sealed`; one it accepts after the opening is fine unless that task was
-settled: `paid_by_both_paths`). Checked against `settle`'s calldata in settlement_checks: its
-unsigned `before` is the worker's earlier bits per entry (`settlement_prior_mismatch`). Not
-checked: the digest itself (no view returns it) and `openSettled`'s `words` argument (not in
-its event; the escrow refuses words that do not match the digest).
+enforces with that digest. Checked here, from events alone: a settlement's entries for a sealed
+worker restate every word the worker already has (`restatement_missing`); an entry with no bits
+restates a word the worker does have (`restated_unsettled_word`); only a worker with settled
+words is opened, once (`opened_without_settlement`, `opened_twice`); and `submitAnswers`
+accepts no answer of a worker whose words are sealed, i.e. settled and not yet opened
+(`accepted_while_sealed`; one it accepts after the opening is fine unless that task was
+settled: `paid_by_both_paths`). Once opened (SettledWordsOpened) a worker's words are in the
+escrow's storage and it can still be settled: its entries are checked against and added to the
+stored words, so they need restate nothing (a restating entry of no bits is still allowed, on a
+word the worker has, and pays nothing), and its answers are tracked as a sealed worker's are
+(settled twice, paid by both paths, claims); it does not become sealed again. Checked against
+`settle`'s calldata in settlement_checks: its unsigned `before` has one word per entry and, for
+each entry of a worker not opened, is the worker's earlier bits in that word
+(`settlement_prior_mismatch`; the escrow ignores `before` for an opened worker, `prior` is None
+there). Not checked: the digest itself (no view returns it) and `openSettled`'s `words`
+argument (not in its event; the escrow refuses words that do not match the digest).
 """
 
 from __future__ import annotations
@@ -51,8 +56,9 @@ class SettlementRef:
     manifest_raw: bytes
     words: tuple[SettledWord, ...]
     previous: SettlementRef | None  # the batch's settlement before this one
-    # The worker's bits settled earlier in each entry's word: what `settle`'s `before` had to be.
-    prior: tuple[int, ...] = ()
+    # The worker's bits settled earlier in each entry's word: what `settle`'s `before` had to be;
+    # None for an entry of a worker whose words were opened (the escrow ignores its `before`).
+    prior: tuple[int | None, ...] = ()
 
     def pairs(self) -> list[tuple[str, int]]:
         """(worker, task) of every answer the settlement paid, in word order."""
@@ -82,9 +88,10 @@ class SettlementState:
     latest: dict[int, SettlementRef] = field(default_factory=dict)  # batch -> in force
     claims: list[ClaimRef] = field(default_factory=list)
     words: dict[tuple[int, int, str], tuple[SettledWord, ...]] = field(default_factory=dict)  # (batch, seq, tx)
-    priors: dict[tuple[int, int, str], tuple[int, ...]] = field(default_factory=dict)  # (batch, seq, tx)
-    # Sealed settled words: (batch, worker) -> word index -> bits settled so far, and the workers
-    # whose words were opened; sealed = settled and not opened (the escrow skips their answers).
+    priors: dict[tuple[int, int, str], tuple[int | None, ...]] = field(default_factory=dict)  # (batch, seq, tx)
+    # Sealed settled words: (batch, worker) -> word index -> bits settled so far (an opened worker's
+    # later settlements included: the escrow adds them to its stored words), and the workers whose
+    # words were opened; sealed = settled and not opened (the escrow skips their answers).
     settled_words: dict[tuple[int, str], dict[int, int]] = field(default_factory=dict)
     opened: set[tuple[int, str]] = field(default_factory=set)
     sealed: set[tuple[int, str]] = field(default_factory=set)
@@ -128,26 +135,26 @@ class SettlementReplay:
                 if (batch_id, word.worker) not in s.opened:
                     s.sealed.add((batch_id, word.worker))
 
-    def _restatements(self, e: Event, batch_id: int, sequence: int, words: tuple[SettledWord, ...]) -> tuple[int, ...]:
+    def _restatements(self, e: Event, batch_id: int, sequence: int,
+                      words: tuple[SettledWord, ...]) -> tuple[int | None, ...]:
         """The sealed-words rules of one settlement's entries (see the module's doc); returns each
-        entry's earlier bits of its worker, what the escrow's digest check needed as `before`."""
+        entry's earlier bits of its worker, what the escrow's digest check needed as `before`
+        (None for a worker whose words were opened: the escrow reads its stored words instead)."""
         s = self.settlement
         named: dict[str, set[int]] = {}
-        prior = []
+        prior: list[int | None] = []
         for word in words:
             named.setdefault(word.worker, set()).add(word.word_index)
             earlier = s.settled_words.get((batch_id, word.worker), {}).get(word.word_index, 0)
-            prior.append(earlier)
-            if not word.bits and not earlier:
+            prior.append(None if (batch_id, word.worker) in s.opened else earlier)
+            if not word.bits and not earlier:  # the escrow's SettlementEmptyWord, sealed or opened
                 self._find(PAYOUTS, "restated_unsettled_word", f"settlement {sequence} restates word "
                            f"{word.word_index} (tasks {word.word_index * 192}..{word.word_index * 192 + 191}) of the "
                            "worker with no bits, but no answer of it was settled there",
                            e, batch=batch_id, worker=word.worker)
         for worker, indexes in named.items():
             if (batch_id, worker) in s.opened:
-                self._find(PAYOUTS, "settled_after_opening", f"settlement {sequence} settles a worker whose "
-                           "settled words in the batch were opened: its answers take the direct path now",
-                           e, batch=batch_id, worker=worker)
+                continue  # its words are in storage: nothing to restate
             missing = sorted(set(s.settled_words.get((batch_id, worker), {})) - indexes)
             if missing:
                 self._find(PAYOUTS, "restatement_missing", f"settlement {sequence} pays the worker without "
@@ -157,7 +164,8 @@ class SettlementReplay:
 
     def _on_SettledWordsOpened(self, e: Event) -> None:
         """The worker's settled words are stored on-chain: no money moves, its answers may take the
-        direct path from now on (settled tasks excepted), and it cannot be settled again."""
+        direct path from now on (settled tasks excepted), and later settlements of it are checked
+        against and added to the stored words (no restating, `before` ignored)."""
         ledger = self._batch(e)
         if ledger is None:
             return

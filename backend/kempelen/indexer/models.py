@@ -216,8 +216,8 @@ class IndexedClaim(Base):
 
 class IndexedSettledWordsOpened(Base):
     """A worker whose settled words in a batch were opened (SettledWordsOpened): its other answers
-    can take the direct path from then on, and it can no longer be settled in the batch. Moves
-    no money. The words themselves are its `indexed_settled_answers` rows."""
+    can take the direct path from then on, and later settlements of it add to the stored words.
+    Moves no money. The words themselves are its `indexed_settled_answers` rows."""
 
     __tablename__ = "indexed_settled_words_opened"
 
