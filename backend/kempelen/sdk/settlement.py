@@ -17,11 +17,10 @@ from eth_utils import to_checksum_address
 from web3.logs import DISCARD
 
 from kempelen.chain.contracts import Chain
-from kempelen.chain.settled import settled_history
+from kempelen.chain.settled import SettledHistory, settled_history
 from kempelen.errors import KempelenError
 from kempelen.ipfs.unixfs import file_cid
 from kempelen.protocol.cid import CID
-from kempelen.protocol.sealed import SettledBook
 from kempelen.protocol.settlement import (
     ManifestAnswer,
     NotInSettlement,
@@ -29,7 +28,7 @@ from kempelen.protocol.settlement import (
     build_settlement,
     claim_for,
 )
-from kempelen.protocol.signing import SettledWord, Settlement, sign
+from kempelen.protocol.signing import Settlement, sign
 from kempelen.sdk.history import batch_answers
 from kempelen.sdk.relay_client import RelayClient
 
@@ -147,11 +146,6 @@ def settlement_records(chain: Chain, batch_id: int | None = None) -> list[Settle
     return records
 
 
-def settled_keys(chain: Chain, batch_id: int) -> set[tuple[str, int]]:
-    """(worker lower-case, task) of every answer the batch's settlements paid."""
-    return set(settled_history(chain, batch_id).paid)
-
-
 def load_manifest(fetch: Callable[[str], bytes], cid: str) -> SettlementManifest:
     """A settlement manifest by CID; `fetch` must verify content against the CID (the SDK's do)."""
     return SettlementManifest.from_json(fetch(cid))
@@ -161,19 +155,19 @@ def load_manifest(fetch: Callable[[str], bytes], cid: str) -> SettlementManifest
 
 
 def candidates(relay: RelayClient, chain: Chain, batch_id: int,
-               book: SettledBook | None = None) -> tuple[list[SettlementCandidate], dict]:
+               history: SettledHistory | None = None) -> tuple[list[SettlementCandidate], dict]:
     """The relay's held answers of the batch that neither a settlement nor the direct path has
     taken, and why each other answer is out ((worker lower, task) -> reason). A worker whose
     settled words were opened (SettledWordsOpened) is settled like any other: the escrow checks
-    its entries against its stored words. `book`: the batch's settled words (read from the chain
-    if not given)."""
+    its entries against its stored words. `history`: the batch's settlements on-chain (read if not
+    given)."""
     direct = {(a.worker.lower(), a.task_index): a.status for a in batch_answers(chain, batch_id)}
-    if book is None:
-        book = settled_history(chain, batch_id).book
+    if history is None:
+        history = settled_history(chain, batch_id)
     found, excluded = [], {}
     for row in relay.signed_answers(batch_id):
         key = (row["worker"].lower(), row["task_index"])
-        if book.is_settled(row["worker"], row["task_index"]) or row["status"] == "settled":
+        if key in history.paid or row["status"] == "settled":
             excluded[key] = "already settled"
         elif key in direct:
             excluded[key] = f"on the direct path (status {direct[key]})"
@@ -185,10 +179,8 @@ def candidates(relay: RelayClient, chain: Chain, batch_id: int,
                 bytes.fromhex(row["signature"][2:]), base64.b64decode(row["payload"]), row["payload_cid"], row["receipt_id"]))
     for key, status in direct.items():
         excluded.setdefault(key, f"on the direct path (status {status})")
-    for worker, words in book.words.items():
-        for word_index, bits in words.items():
-            for task_index in SettledWord(worker, word_index, bits).task_indexes():
-                excluded.setdefault((worker.lower(), task_index), "already settled")
+    for key in history.paid:
+        excluded.setdefault(key, "already settled")
     return found, excluded
 
 
@@ -225,8 +217,9 @@ def settle(requester, batch_id: int, *, answers: Iterable | None = None,
     if relay is None:
         raise SettlementError("settling reads the signed answers from a relay: pass relay=RelayClient(...)")
 
-    book = settled_history(chain, batch_id).book
-    found, excluded = candidates(relay, chain, batch_id, book)
+    history = settled_history(chain, batch_id)
+    book = history.book
+    found, excluded = candidates(relay, chain, batch_id, history)
     chosen = choose(found, excluded, answers, approve)
     say(f"{len(found)} answers held for settlement, {len(chosen)} chosen")
     if not chosen:
